@@ -1,0 +1,1 @@
+"""One router per resource, assembled by :mod:`backend.app.api.router`."""

@@ -1,0 +1,79 @@
+"""Service settings: the only place that reads the environment (``PMTL_*`` variables, ``.env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "normalise_database_url"]
+
+
+def normalise_database_url(url: str) -> str:
+    """Point ``postgres://`` and ``postgresql://`` URLs at the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything the API, the workers and the CLI need to know about their environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PMTL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    home: Path = Field(Path("./pmtl-data"), description="data directory (SQLite file, artifacts)")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under home")
+    artifact_dir: Path | None = Field(None, description="artifact root; default: home/artifacts")
+    lease_seconds: float = Field(30.0, gt=0, description="job lease length")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="interval of lease renewals")
+    max_attempts: int = Field(3, ge=1, le=100, description="claims of a job before it fails")
+    worker_poll_seconds: float = Field(1.0, gt=0, description="idle worker's queue poll period")
+    db_pool_size: int = Field(10, ge=1, le=1000, description="connections kept per API process")
+    db_max_overflow: int = Field(
+        40, ge=0, le=1000, description="extra connections under load (pool + overflow >= 40)"
+    )
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
+    max_preferences: int = Field(256, ge=1, le=256, description="preference vectors per run")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed CORS origins (comma-separated in the env)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = Field(False, description="one JSON object per log line")
+    api_url: str = Field("http://127.0.0.1:8000", description="where clients reach the API")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'pmtl.db').resolve()}"
+        self.database_url = normalise_database_url(self.database_url)
+        if self.artifact_dir is None:
+            self.artifact_dir = self.home / "artifacts"
+        return self
+
+    @property
+    def artifact_root(self) -> Path:
+        """The artifact directory as an absolute path."""
+        assert self.artifact_dir is not None  # set by _derive_paths
+        return self.artifact_dir.resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is a SQLite file."""
+        return self.database_url.startswith("sqlite")

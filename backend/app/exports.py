@@ -1,0 +1,144 @@
+"""Models for download: exported once from a verified checkpoint, then served from the store.
+
+For one preference the newest checkpoint of its job whose file matches the SHA-256 of its
+artifact row is exported with :func:`pmtl_core.export.export_model` (model ``position`` of the
+job's stack) into ``runs/{run}/jobs/{job}/models/{pref}/{epoch}/``; the weights and the config
+are recorded as ``model`` and ``model_config`` artifacts so later downloads skip the export.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import exc, select
+from sqlalchemy.orm import Session
+
+from backend.app.db.models import Artifact, Preference, Run
+from backend.app.storage import ArtifactStore
+
+__all__ = ["Exported", "NoCheckpoint", "exported_model"]
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class NoCheckpoint(LookupError):
+    """No usable checkpoint of the preference's job exists (yet)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Paths and identity of an exported model."""
+
+    weights: Path
+    config: Path
+    epoch: int
+    sha256: str
+
+
+def _artifact(
+    session: Session, job_id: int, pref_id: int, kind: str, epoch: int
+) -> Artifact | None:
+    stmt = select(Artifact).where(
+        Artifact.job_id == job_id,
+        Artifact.preference_id == pref_id,
+        Artifact.kind == kind,
+        Artifact.epoch == epoch,
+    )
+    return session.scalar(stmt)
+
+
+def _cached(
+    session: Session, store: ArtifactStore, pref: Preference, epoch: int
+) -> Exported | None:
+    weights = _artifact(session, pref.job_id, pref.id, "model", epoch)
+    config = _artifact(session, pref.job_id, pref.id, "model_config", epoch)
+    if weights is None or config is None:
+        return None
+    if not (
+        store.is_valid(weights.path, weights.sha256) and store.is_valid(config.path, config.sha256)
+    ):
+        return None
+    return Exported(store.resolve(weights.path), store.resolve(config.path), epoch, weights.sha256)
+
+
+def _record(
+    session: Session,
+    run: Run,
+    pref: Preference,
+    kind: str,
+    epoch: int,
+    rel: str,
+    sha: str,
+    size: int,
+) -> None:
+    existing = _artifact(session, pref.job_id, pref.id, kind, epoch)
+    if existing is not None:
+        existing.path, existing.sha256, existing.size = rel, sha, size
+        return
+    try:
+        with session.begin_nested():
+            session.add(
+                Artifact(
+                    run_id=run.id,
+                    job_id=pref.job_id,
+                    preference_id=pref.id,
+                    kind=kind,
+                    epoch=epoch,
+                    path=rel,
+                    sha256=sha,
+                    size=size,
+                )
+            )
+    except exc.IntegrityError:
+        # A concurrent download recorded the same export; its files are identical.
+        pass
+
+
+def _export(
+    session: Session, store: ArtifactStore, run: Run, pref: Preference, ckpt: Path, epoch: int
+) -> Exported:
+    from pmtl_core.export import export_model
+
+    target = store.model_dir(run.id, pref.job_id, pref.id, epoch)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+    try:
+        config_path, weights_path = export_model(ckpt, pref.position, scratch)
+        rel_weights = store.relative(target / WEIGHTS)
+        rel_config = store.relative(target / CONFIG)
+        w_sha, w_size = store.import_file(Path(weights_path), rel_weights)
+        c_sha, c_size = store.import_file(Path(config_path), rel_config)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _record(session, run, pref, "model", epoch, rel_weights, w_sha, w_size)
+    _record(session, run, pref, "model_config", epoch, rel_config, c_sha, c_size)
+    return Exported(target / WEIGHTS, target / CONFIG, epoch, w_sha)
+
+
+def exported_model(
+    session: Session, store: ArtifactStore, *, run: Run, preference: Preference
+) -> Exported:
+    """The exported model of ``preference`` at its job's newest valid checkpoint."""
+    checkpoints = session.scalars(
+        select(Artifact)
+        .where(Artifact.job_id == preference.job_id, Artifact.kind == "checkpoint")
+        .order_by(Artifact.epoch.desc(), Artifact.id.desc())
+    ).all()
+    for ckpt in checkpoints:
+        cached = _cached(session, store, preference, ckpt.epoch)
+        if cached is not None:
+            return cached
+        if store.is_valid(ckpt.path, ckpt.sha256):
+            return _export(session, store, run, preference, store.resolve(ckpt.path), ckpt.epoch)
+    state = preference.job.state
+    if checkpoints:
+        reason = "every checkpoint of this model failed its SHA-256 check"
+    elif state in ("queued", "running"):
+        reason = f"no checkpoint of this model yet (its job is {state}); try after an epoch"
+    else:
+        reason = f"this model has no checkpoint (its job is {state})"
+    raise NoCheckpoint(f"preference {preference.id}: {reason}")

@@ -1,0 +1,184 @@
+"""``pmtl serve|worker|db|user``: the service's commands, registered on the ``pmtl`` CLI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["register"]
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    from backend.app.core.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise _fail(f"invalid PMTL_* settings: {exc}") from exc
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the REST API (uvicorn, app factory ``create_app(Settings())``)."""
+    import uvicorn
+
+    from backend.app.core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        "backend.cli:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def app_factory():
+    """The ASGI app for uvicorn's factory mode."""
+    from backend.app.main import create_app
+
+    return create_app(_settings())
+
+
+def worker(
+    devices: Annotated[
+        str, typer.Option(help="cpu, auto, or a comma-separated list such as cuda:0,cuda:1")
+    ] = "auto",
+    once: Annotated[bool, typer.Option(help="run one job, then exit")] = False,
+) -> None:
+    """Run a worker: one training process per device, taking jobs from the queue."""
+    from backend.app.core.logging import configure_logging
+    from backend.app.db.session import DatabaseError
+    from backend.app.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    device_list = [d.strip() for d in devices.split(",") if d.strip()]
+    if not device_list:
+        raise _fail("--devices needs at least one device")
+    try:
+        run_worker(settings, device_list, once=once)
+    except (DatabaseError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the newest schema."""
+    from backend.app.db.migrate import current, head_revision, upgrade
+    from backend.app.db.session import DatabaseError
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+        console.print(
+            f"database at revision {current(settings.database_url)} (head {head_revision()})"
+        )
+    except (DatabaseError, Exception) as exc:  # alembic raises many types; report any of them
+        raise _fail(f"upgrade failed: {exc}") from exc
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision (``none`` before the first upgrade)."""
+    from backend.app.db.migrate import current, head_revision
+    from backend.app.db.session import DatabaseError
+
+    settings = _settings()
+    try:
+        revision = current(settings.database_url)
+    except DatabaseError as exc:
+        raise _fail(str(exc)) from exc
+    head = head_revision()
+    note = "up to date" if revision == head else f"head is {head}; run `pmtl db upgrade`"
+    typer.echo(f"{revision or 'none'} ({note})")
+
+
+user_app = typer.Typer(help="API users and their tokens.", no_args_is_help=True)
+
+
+def _session_factory():
+    from backend.app.db.session import check_schema, create_db_engine, make_session_factory
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url)
+    check_schema(engine)
+    return engine, make_session_factory(engine)
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="user name (unique)")],
+    admin: Annotated[bool, typer.Option("--admin", help="may see every user's runs")] = False,
+) -> None:
+    """Create a user and print its API token on stdout (shown only this once)."""
+    from backend.app.core.security import create_user
+    from backend.app.db.session import DatabaseError, session_scope
+
+    try:
+        engine, factory = _session_factory()
+        try:
+            with session_scope(factory) as session:
+                _, token = create_user(session, name, admin)
+        finally:
+            engine.dispose()
+    except (DatabaseError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(token)
+    console.print(f"created {'admin ' if admin else ''}user {name!r}; keep the token above safe")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users (id, name, admin flag, number of active tokens)."""
+    from sqlalchemy import func, select
+
+    from backend.app.db.models import ApiToken, User
+    from backend.app.db.session import DatabaseError, session_scope
+
+    try:
+        engine, factory = _session_factory()
+        try:
+            with session_scope(factory) as session:
+                tokens = (
+                    select(func.count(ApiToken.id))
+                    .where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
+                    .scalar_subquery()
+                )
+                rows = session.execute(
+                    select(User.id, User.name, User.is_admin, tokens).order_by(User.id)
+                ).all()
+        finally:
+            engine.dispose()
+    except DatabaseError as exc:
+        raise _fail(str(exc)) from exc
+    for user_id, name, is_admin, n_tokens in rows:
+        typer.echo(f"{user_id}\t{name}\t{'admin' if is_admin else 'user'}\t{n_tokens} token(s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``worker``, ``db`` and ``user`` to the ``pmtl`` command line."""
+    app.command()(serve)
+    app.command()(worker)
+    app.add_typer(db_app, name="db")
+    app.add_typer(user_app, name="user")

@@ -1,0 +1,1 @@
+"""The browser UI of Pareto MTL Lab: a Streamlit app that talks to the REST API only."""

@@ -1,0 +1,5 @@
+"""Runs: the table of runs with status, progress and hypervolume."""
+
+from frontend.lib.views.runs import render
+
+render()

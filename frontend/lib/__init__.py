@@ -1,0 +1,1 @@
+"""Building blocks of the UI: settings, the HTTP client, charts, forms and page views."""

@@ -1,0 +1,1 @@
+"""One module per page: the code behind the thin scripts in ``frontend/app_pages/``."""

@@ -1,0 +1,61 @@
+"""``pmtl db`` and ``pmtl user``: migrations, and a token printed alone on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from backend.app.core.security import authenticate
+from backend.app.db.migrate import head_revision
+from backend.app.db.session import create_db_engine, make_session_factory, session_scope
+from backend.cli import register
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PMTL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PMTL_DATABASE_URL", raising=False)
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+def test_db_current_then_upgrade(cli):
+    before = cli("db", "current")
+    assert before.exit_code == 0
+    assert before.stdout.startswith("none") and "pmtl db upgrade" in before.stdout
+    assert cli("db", "upgrade").exit_code == 0
+    after = cli("db", "current")
+    assert after.stdout.strip() == f"{head_revision()} (up to date)"
+
+
+def test_user_create_prints_only_the_token_and_it_authenticates(cli, tmp_path: Path):
+    refused = cli("user", "create", "ann")
+    assert refused.exit_code == 1
+    assert "pmtl db upgrade" in refused.stderr and refused.stdout == ""
+    cli("db", "upgrade")
+    created = cli("user", "create", "ann", "--admin")
+    assert created.exit_code == 0
+    token = created.stdout.strip()
+    assert created.stdout == token + "\n" and token.startswith("pmtl_")
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'home' / 'pmtl.db'}")
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            user = authenticate(session, token)
+            assert user is not None and user.name == "ann" and user.is_admin
+    finally:
+        engine.dispose()
+    duplicate = cli("user", "create", "ann")
+    assert duplicate.exit_code == 1 and "already exists" in duplicate.stderr
+    cli("user", "create", "ben")
+    listing = cli("user", "list").stdout.splitlines()
+    assert listing == ["1\tann\tadmin\t1 token(s)", "2\tben\tuser\t1 token(s)"]

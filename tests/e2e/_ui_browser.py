@@ -1,0 +1,145 @@
+"""Headless Chromium for UI tests: install check, driver, waits, chart inspection, screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+#: JavaScript: the points (SVG symbol marks) drawn in every vega-embed chart of the page.
+COUNT_POINTS_JS = """
+return Array.from(document.querySelectorAll('.vega-embed')).map(function (el) {
+  return {
+    symbols: el.querySelectorAll('svg .mark-symbol path').length,
+    rules: el.querySelectorAll('svg .mark-rule line, svg .mark-rule path').length,
+    canvas: el.querySelectorAll('canvas').length,
+    labels: Array.from(el.querySelectorAll('svg .mark-symbol path'))
+      .slice(0, 50).map(function (p) { return p.getAttribute('aria-label') || ''; })
+  };
+});
+"""
+
+__all__ = [
+    "COUNT_POINTS_JS",
+    "chromium_missing_reason",
+    "ensure_chromium",
+    "exceptions_on_page",
+    "make_driver",
+    "screenshot",
+    "wait_until",
+]
+
+
+def chromium_missing_reason() -> str | None:
+    """Why Chromium + chromedriver cannot be used here, or ``None`` when they are installed."""
+    if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
+        return None
+    return f"Debian chromium/chromium-driver not installed ({CHROMIUM}, {CHROMEDRIVER})"
+
+
+def ensure_chromium() -> str | None:
+    """Install ``chromium chromium-driver`` with apt-get when missing (as root); the reason
+    they are still unavailable, or ``None``."""
+    if chromium_missing_reason() is None:
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return "chromium is missing and apt-get is not available to install it"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        return "chromium is missing and installing it with apt-get needs root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return f"apt-get install chromium chromium-driver failed: {done.stderr[-500:]}"
+    return chromium_missing_reason()
+
+
+def make_driver(profile: Path, downloads: Path | None = None, width: int = 1500) -> Any:
+    """A headless Chromium WebDriver with its own profile directory."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument(f"--window-size={width},1100")
+    if downloads is not None:
+        options.add_experimental_option(
+            "prefs",
+            {
+                "download.default_directory": str(downloads),
+                "download.prompt_for_download": False,
+                "safebrowsing.enabled": False,
+            },
+        )
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    if downloads is not None:
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
+    return driver
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll ``check()`` until truthy (exceptions count as not yet); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception as exc:  # the page may be re-rendering
+            last = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last error: {last})")
+
+
+def exceptions_on_page(driver: Any) -> list[str]:
+    """Text of every Streamlit exception box on the page."""
+    from selenium.webdriver.common.by import By
+
+    boxes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    return [box.text for box in boxes]
+
+
+def screenshot(driver: Any, path: Path, height: int | None = None) -> Path:
+    """Save a PNG of the page (the window resized to the page's full height first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.execute_script(
+        'window.scrollTo(0, 0); document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stAppViewContainer"]\').forEach(function (e) { e.scrollTop = 0; });'
+    )
+    full = height or driver.execute_script(
+        "var m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+        "return Math.max(m.scrollHeight, document.body.scrollHeight);"
+    )
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, min(max(int(full) + 40, 800), 4000))
+    time.sleep(1.0)
+    driver.save_screenshot(str(path))
+    return path

@@ -1,0 +1,247 @@
+"""The whole lab in a real browser: API, CPU worker and Streamlit UI as subprocesses, driven by
+headless Chromium through Selenium.
+
+A run is created on the New-run page, its front is drawn live on the Run page (SVG points of the
+vega-embed chart, refreshed in place without reloading the page), a click on a point opens the
+solution panel and both downloads arrive and load with ``pmtl_core.export.load_model``. Any
+Streamlit exception box fails the test. A screenshot of the run page is saved in the test's tmp
+directory; with ``PMTL_UI_SCREENSHOTS=<dir>`` the documentation screenshots of every page
+(``ui_runs.png``, ``ui_new_run.png``, ``ui_run_detail.png``, ``ui_compare.png``) are written to
+that directory as well (``PMTL_UI_SCREENSHOTS=docs/images`` refreshes ``docs/ui.md``'s images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.e2e._ui_browser import (
+    COUNT_POINTS_JS,
+    ensure_chromium,
+    exceptions_on_page,
+    make_driver,
+    screenshot,
+    wait_until,
+)
+from tests.frontend._system import System, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCREENSHOTS = os.environ.get("PMTL_UI_SCREENSHOTS", "")
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, str]]:
+    """Chromium present (installed with apt-get if missing), then API + worker + UI."""
+    reason = ensure_chromium()
+    require(reason is None, reason or "")
+    with System.start(tmp_path_factory.mktemp("lab"), devices="cpu,cpu") as lab:
+        yield lab, lab.start_ui(free_port())
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium with its own profile and download directory."""
+    chrome = make_driver(tmp_path / "profile", downloads=tmp_path / "downloads")
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def _by():
+    from selenium.webdriver.common.by import By
+
+    return By
+
+
+def _no_exception(driver: Any) -> None:
+    boxes = exceptions_on_page(driver)
+    assert not boxes, "Streamlit exception on the page:\n" + "\n---\n".join(boxes)
+
+
+def _app_ready(driver: Any, title: str) -> None:
+    """Wait for a page whose title is ``title`` and no script running."""
+    by = _by()
+
+    def ready() -> bool:
+        _no_exception(driver)
+        heads = [h.text for h in driver.find_elements(by.CSS_SELECTOR, "h1")]
+        running = driver.find_elements(by.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        return any(title in h for h in heads) and not any(r.is_displayed() for r in running)
+
+    wait_until(ready, 90, f"the page titled {title!r}")
+
+
+def _type(driver: Any, label: str, value: str) -> None:
+    """Replace the text of the input labelled ``label`` and commit it (Enter)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = wait_until(
+        lambda: driver.find_element(_by().CSS_SELECTOR, f'input[aria-label="{label}"]'),
+        30,
+        f"the input {label!r}",
+    )
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.DELETE)
+    field.send_keys(value, Keys.ENTER)
+    wait_until(lambda: field.get_attribute("value") == value, 10, f"{label!r} to read {value!r}")
+    time.sleep(0.8)  # let the rerun triggered by the change finish
+
+
+def _click_button(driver: Any, text: str) -> None:
+    by = _by()
+
+    def find() -> Any:
+        for button in driver.find_elements(by.CSS_SELECTOR, "button"):
+            if button.text.strip().endswith(text) and button.is_enabled():
+                return button
+        return None
+
+    button = wait_until(find, 30, f"the button {text!r}")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+
+
+def _front_points(driver: Any) -> list[str]:
+    """aria-labels of the front's points (the first chart whose points name a preference)."""
+    for chart in driver.execute_script(COUNT_POINTS_JS):
+        labels = [label for label in chart["labels"] if "preference:" in label]
+        if labels:
+            return labels
+    return []
+
+
+def _create_run(driver: Any, url: str, name: str, epochs: int, count: int) -> int:
+    driver.get(f"{url}/new_run")
+    _app_ready(driver, "New run")
+    _type(driver, "Run name", name)
+    _type(driver, "epochs", str(epochs))
+    _type(driver, "steps_per_epoch", "20")
+    _type(driver, "Number of preference vectors", str(count))
+    _no_exception(driver)
+    _click_button(driver, "Start run")
+    wait_until(lambda: "run=" in driver.current_url, 60, "the Run page after submitting")
+    return int(re.search(r"run=(\d+)", driver.current_url).group(1))
+
+
+def test_run_created_in_the_browser_forms_its_front_live(system, driver, tmp_path: Path):
+    lab, url = system
+    run_id = _create_run(driver, url, "browser run", epochs=6, count=5)
+    _app_ready(driver, f"Run #{run_id}")
+    driver.execute_script("window.__pmtlNoReload = true;")
+
+    # Points appear as the worker trains, redrawn in place by the fragment (no page reload).
+    counts: list[int] = []
+
+    def all_points() -> bool:
+        _no_exception(driver)
+        counts.append(len(_front_points(driver)))
+        return counts[-1] == 5
+
+    wait_until(all_points, 150, "the five points of the front", interval=1.0)
+    assert driver.execute_script("return window.__pmtlNoReload === true;"), "the page reloaded"
+    labels = _front_points(driver)
+    assert all("loss of f1:" in label and "loss of f2:" in label for label in labels)
+    lab.wait_finished(run_id)
+    wait_until(
+        lambda: "not polling" in driver.find_element(_by().TAG_NAME, "body").text,
+        30,
+        "polling to stop once the run finished",
+    )
+    assert driver.execute_script("return window.__pmtlNoReload === true;")
+    shot = screenshot(driver, tmp_path / "run_detail.png")
+    assert shot.stat().st_size > 10_000
+    _no_exception(driver)
+
+    # A click on a point opens the solution panel; both downloads arrive and load.
+    _click_point(driver)
+    wait_until(
+        lambda: "Solution #" in driver.find_element(_by().TAG_NAME, "body").text,
+        30,
+        "the solution panel after clicking a point",
+    )
+    _click_button(driver, "Download model (safetensors)")
+    _click_button(driver, "Download config (JSON)")
+    downloads = tmp_path / "downloads"
+    weights = wait_until(lambda: _downloaded(downloads, ".safetensors"), 30, "the model file")
+    config = wait_until(lambda: _downloaded(downloads, ".json"), 30, "the config file")
+
+    from pmtl_core.export import load_model
+
+    model = load_model(json.loads(config.read_text()), weights.read_bytes())
+    assert tuple(model().shape) == (20,)
+    _no_exception(driver)
+
+    if SCREENSHOTS:
+        _documentation_screenshots(lab, url, driver, run_id, Path(SCREENSHOTS))
+
+
+def _click_point(driver: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    by = _by()
+    points = [
+        p
+        for p in driver.find_elements(by.CSS_SELECTOR, ".vega-embed svg .mark-symbol path")
+        if "preference:" in (p.get_attribute("aria-label") or "")
+    ]
+    target = points[len(points) // 2]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target)
+    time.sleep(0.5)
+    ActionChains(driver).move_to_element(target).click().perform()
+
+
+def _downloaded(directory: Path, suffix: str) -> Path | None:
+    done = [p for p in directory.glob(f"*{suffix}") if not p.name.endswith(".crdownload")]
+    return done[0] if done and done[0].stat().st_size > 0 else None
+
+
+def _documentation_screenshots(lab: System, url: str, driver: Any, run_id: int, out: Path) -> None:
+    """The four pages with finished runs, for docs/ui.md."""
+    other = lab.create_run(
+        name="linear grid, 8 rays",
+        method="linear",
+        preferences={"count": 8},
+        training={"epochs": 12, "steps_per_epoch": 20},
+    )
+    main = lab.create_run(
+        name="Pareto MTL, 8 rays",
+        preferences={"count": 8},
+        training={"epochs": 12, "steps_per_epoch": 20},
+    )
+    lab.wait_finished(other["id"], timeout=240)
+    lab.wait_finished(main["id"], timeout=240)
+    driver.set_window_size(1400, 1000)
+    driver.get(url)
+    _app_ready(driver, "Runs")
+    screenshot(driver, out / "ui_runs.png")
+    driver.set_window_size(1400, 1000)
+    driver.get(f"{url}/new_run")
+    _app_ready(driver, "New run")
+    screenshot(driver, out / "ui_new_run.png")
+    driver.set_window_size(1400, 1000)
+    driver.get(f"{url}/run_detail?run={main['id']}")
+    _app_ready(driver, f"Run #{main['id']}")
+    wait_until(lambda: len(_front_points(driver)) == 8, 60, "the front of the docs run")
+    _click_point(driver)
+    wait_until(
+        lambda: "Solution #" in driver.find_element(_by().TAG_NAME, "body").text, 30, "the panel"
+    )
+    time.sleep(1.5)
+    screenshot(driver, out / "ui_run_detail.png")
+    driver.set_window_size(1400, 1000)
+    driver.get(f"{url}/compare")
+    _app_ready(driver, "Compare runs")
+    time.sleep(2)
+    screenshot(driver, out / "ui_compare.png")
+    _no_exception(driver)
+    del run_id
