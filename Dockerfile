@@ -25,8 +25,8 @@ RUN pip install -c requirements.lock . && pip check
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN useradd --create-home --uid 1000 pmtl \
-    && mkdir -p /data \
-    && chown pmtl:pmtl /data
+    && mkdir -p /data/artifacts /data/datasets \
+    && chown -R pmtl:pmtl /data
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -176,6 +176,61 @@ def user_list() -> None:
         typer.echo(f"{user_id}\t{name}\t{'admin' if is_admin else 'user'}\t{n_tokens} token(s)")
 
 
+def _find_user(session, name: str):
+    from sqlalchemy import select
+
+    from backend.app.db.models import User
+
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise ValueError(f"no user named {name!r} (see `pmtl user list`)")
+    return user
+
+
+@user_app.command("token")
+def user_token(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
+    """Issue another token for a user and print it on stdout (shown only this once)."""
+    from backend.app.core.security import create_token
+    from backend.app.db.session import DatabaseError, session_scope
+
+    try:
+        engine, factory = _session_factory()
+        try:
+            with session_scope(factory) as session:
+                token = create_token(session, _find_user(session, name))
+        finally:
+            engine.dispose()
+    except (DatabaseError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(token)
+    console.print(f"new token for {name!r}; keep it safe")
+
+
+@user_app.command("revoke")
+def user_revoke(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
+    """Revoke every active token of a user (their runs stay; issue a new one with `token`)."""
+    from sqlalchemy import update
+
+    from backend.app.db.models import ApiToken, utcnow
+    from backend.app.db.session import DatabaseError, session_scope
+
+    try:
+        engine, factory = _session_factory()
+        try:
+            with session_scope(factory) as session:
+                user = _find_user(session, name)
+                revoked = session.execute(
+                    update(ApiToken)
+                    .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                ).rowcount
+        finally:
+            engine.dispose()
+    except (DatabaseError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"revoked {revoked} token(s) of {name!r}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``serve``, ``worker``, ``db`` and ``user`` to the ``pmtl`` command line."""
     app.command()(serve)

@@ -209,6 +209,8 @@ def up(
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PMTL_HOME=str(home))  # children derive the same settings
+    # On a laptop the worker may fetch MNIST / Fashion-MNIST itself (torchvision's download).
+    env.setdefault("PMTL_DOWNLOAD_DATA", "true")
     settings = Settings(home=home)
     for port, what in ((api_port, "API"), (ui_port, "UI")):
         if not _port_free(host, port):

@@ -3,9 +3,11 @@
 For each database (SQLite file, PostgreSQL): migrate a fresh database, start the API with
 uvicorn on loopback in a subprocess, seed one run (5 preferences x 100 epochs x 2 splits of
 metric points, written through the queue as a worker would), then run N concurrent async httpx
-clients for D seconds, each alternating ``GET /runs/{id}/metrics?after=`` (following
-``last_seq`` from a random start, restarting every 20 polls) and ``GET /runs/{id}/front``.
-Reports requests/s, p50/p99 latency and errors. Then start a worker
+clients for D seconds. Each client polls like the UI's run page: every ``--interval`` seconds
+(the UI's default 2 s, with a random phase) one ``GET /runs/{id}/metrics?after=`` (following
+``last_seq`` from a random start, restarting every 20 polls as a new viewer would) and one
+``GET /runs/{id}/front``; ``--interval 0`` makes them poll back to back (saturation: latency
+is then clients / throughput). Reports requests/s, p50/p99 latency and errors. Then start a worker
 (``pmtl worker --devices cpu``) in a subprocess and submit small runs one at a time,
 measuring job created → running (``jobs.started_at - jobs.created_at``).
 
@@ -103,7 +105,7 @@ def _env(db_url: str, home: Path) -> dict[str, str]:
     return env
 
 
-def _start_api(db_url: str, home: Path, port: int) -> subprocess.Popen:
+def _start_api(db_url: str, home: Path, port: int, workers: int = 1) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -117,6 +119,8 @@ def _start_api(db_url: str, home: Path, port: int) -> subprocess.Popen:
         "--log-level",
         "warning",
         "--no-access-log",
+        "--workers",
+        str(workers),
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(db_url, home))
     deadline = time.monotonic() + 60
@@ -170,9 +174,10 @@ def _seed(base: str, token: str, factory) -> tuple[int, int]:
 
 
 async def _client(
-    base: str, token: str, run_id: int, max_seq: int, stop: float, seed: int
+    base: str, token: str, run_id: int, max_seq: int, stop: float, seed: int, interval: float
 ) -> dict[str, Any]:
     rng = random.Random(seed)
+    next_tick = time.monotonic() + rng.uniform(0, interval)
     stats: dict[str, Any] = {"metrics": [], "front": [], "errors": 0, "error_kinds": {}}
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
@@ -181,6 +186,11 @@ async def _client(
         while time.monotonic() < stop:
             kind = "metrics" if turn == 0 else "front"
             turn ^= 1
+            if interval and kind == "metrics":  # one metrics + one front request per tick
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+                next_tick += interval
+                if time.monotonic() >= stop:
+                    break
             if kind == "metrics":
                 # A poller follows last_seq; every 20 polls it starts over at a random cursor
                 # (a new viewer opening the run), so pages of up to 1000 points keep coming.
@@ -210,11 +220,19 @@ async def _client(
     return stats
 
 
-async def _load(base: str, token: str, run_id: int, max_seq: int, clients: int, duration: float):
+async def _load(
+    base: str,
+    token: str,
+    run_id: int,
+    max_seq: int,
+    clients: int,
+    duration: float,
+    interval: float,
+):
     stop = time.monotonic() + duration
     start = time.perf_counter()
     results = await asyncio.gather(
-        *(_client(base, token, run_id, max_seq, stop, i) for i in range(clients))
+        *(_client(base, token, run_id, max_seq, stop, i, interval) for i in range(clients))
     )
     wall = time.perf_counter() - start
     out: dict[str, Any] = {"clients": clients, "duration_s": round(wall, 2)}
@@ -307,10 +325,12 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             with session_scope(factory) as session:
                 _, token = create_user(session, "bench")
             port = _free_port()
-            api = _start_api(db.url, home, port)
+            api = _start_api(db.url, home, port, args.api_workers)
             base = f"http://127.0.0.1:{port}"
             run_id, max_seq = _seed(base, token, factory)
-            load = asyncio.run(_load(base, token, run_id, max_seq, args.clients, args.duration))
+            load = asyncio.run(
+                _load(base, token, run_id, max_seq, args.clients, args.duration, args.interval)
+            )
             load["seeded_points"] = max_seq
             result: dict[str, Any] = {"load": load}
             if args.dispatch_runs:
@@ -331,6 +351,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per DB")
     parser.add_argument("--clients", type=int, default=100, help="concurrent pollers")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="uvicorn worker processes (pmtl serve --workers)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between a client's polls (0: none)"
+    )
     parser.add_argument("--dispatch-runs", type=int, default=20, help="runs for dispatch latency")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite and/or postgres")
     parser.add_argument(
@@ -347,6 +373,8 @@ def main() -> None:
         "settings": {
             "duration_s": args.duration,
             "clients": args.clients,
+            "poll_interval_s": args.interval,
+            "api_workers": args.api_workers,
             "seed": f"{N_PREFS} preferences x {N_EPOCHS} epochs x 2 splits",
         },
     }

@@ -48,7 +48,10 @@ class TrainRequest(BaseModel):
             raise FileNotFoundError(
                 f"{path} not found: is {directory} a `pmtl train` run directory?"
             )
-        return cls.model_validate_json(path.read_text())
+        # The directory is where the run lives now (it may have been moved, or named relative
+        # to another working directory when it was created): write there, not to ``out``.
+        request = cls.model_validate_json(path.read_text())
+        return request.model_copy(update={"out": str(Path(directory))})
 
 
 def reference_point(problem: Any, front_losses: list[list[float]] | None = None) -> list[float]:

@@ -80,6 +80,7 @@ class WorkerSettings(Protocol):
     lease_seconds: float
     heartbeat_seconds: float
     worker_poll_seconds: float
+    download_data: bool
 
     @property
     def artifact_root(self) -> Path: ...
@@ -152,6 +153,7 @@ class _Context:
     poll_seconds: float
     stop: threading.Event
     grace: float = KILL_GRACE
+    download_data: bool = False
 
 
 class _GiveUp(Exception):
@@ -306,6 +308,7 @@ def _load_plan(ctx: _Context, claim: queue.Claim, device: str) -> _Plan:
             "epochs": job.epochs,
             "device": device,
             "lease_seconds": ctx.lease_seconds,
+            "download_data": ctx.download_data,
             "preferences": [list(p.vector) for p in prefs],
             "all_preferences": [list(p.vector) for p in everyone],
             "checkpoint_dir": str(ctx.store.checkpoint_dir(run.id, job.id)),
@@ -671,6 +674,7 @@ def run_worker(
         heartbeat_seconds=float(settings.heartbeat_seconds),
         poll_seconds=float(poll_interval or settings.worker_poll_seconds),
         stop=stop,
+        download_data=bool(getattr(settings, "download_data", False)),
     )
     restore = _install_signal_handlers(stop)
     try:

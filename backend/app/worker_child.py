@@ -125,13 +125,25 @@ def discard_newer(checkpoint_dir: Path, epoch: int) -> list[str]:
     return discarded
 
 
+def problem_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The run's problem options, plus ``download=True`` when the worker allows downloads
+    (``PMTL_DOWNLOAD_DATA``) and the problem has such an option (clients cannot set it)."""
+    from pmtl_core.problems import REGISTRY
+
+    options = dict(spec["problem_options"])
+    entry = REGISTRY.get(spec["problem"])
+    if spec.get("download_data") and entry and "download" in entry.Options.model_fields:
+        options.setdefault("download", True)
+    return options
+
+
 def run_job(spec: dict[str, Any], events: _Events, should_stop: Any) -> None:
     """Rebuild the job from ``spec`` and train it, reporting through ``events``."""
     from pmtl_core.config import make_config
     from pmtl_core.problems import REGISTRY, get_problem
     from pmtl_core.training import train
 
-    problem = get_problem(spec["problem"], spec["problem_options"])
+    problem = get_problem(spec["problem"], problem_options(spec))
     defaults = REGISTRY[spec["problem"]].default_config if spec["problem"] in REGISTRY else {}
     config = make_config(
         defaults,

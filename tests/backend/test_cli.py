@@ -59,3 +59,23 @@ def test_user_create_prints_only_the_token_and_it_authenticates(cli, tmp_path: P
     cli("user", "create", "ben")
     listing = cli("user", "list").stdout.splitlines()
     assert listing == ["1\tann\tadmin\t1 token(s)", "2\tben\tuser\t1 token(s)"]
+
+
+def test_user_token_and_revoke(cli, tmp_path: Path):
+    cli("db", "upgrade")
+    first = cli("user", "create", "cy").stdout.strip()
+    second = cli("user", "token", "cy")
+    assert second.exit_code == 0 and second.stdout.strip().startswith("pmtl_")
+    assert cli("user", "list").stdout.splitlines() == ["1\tcy\tuser\t2 token(s)"]
+    unknown = cli("user", "token", "nobody")
+    assert unknown.exit_code == 1 and "no user named 'nobody'" in unknown.stderr
+    revoked = cli("user", "revoke", "cy")
+    assert revoked.exit_code == 0 and "revoked 2 token(s)" in revoked.stderr
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'home' / 'pmtl.db'}")
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            assert authenticate(session, first) is None
+            assert authenticate(session, second.stdout.strip()) is None
+    finally:
+        engine.dispose()
+    assert cli("user", "list").stdout.splitlines() == ["1\tcy\tuser\t0 token(s)"]

@@ -387,3 +387,13 @@ def test_new_preferences_warm_start_from_the_newest_good_checkpoint_of_their_nei
     cold = epoch_one(None)
     assert stored[0] == pytest.approx(warm, rel=1e-5)
     assert stored[0] != pytest.approx(cold, rel=1e-3)
+
+
+def test_the_workers_download_setting_reaches_data_set_problems_only():
+    from backend.app.worker_child import problem_options
+
+    spec = {"problem": "multi_mnist", "problem_options": {"train_size": 64}, "download_data": True}
+    assert problem_options(spec) == {"train_size": 64, "download": True}
+    assert problem_options({**spec, "download_data": False}) == {"train_size": 64}
+    function = {"problem": "concave", "problem_options": {}, "download_data": True}
+    assert problem_options(function) == {}

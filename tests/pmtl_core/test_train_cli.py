@@ -151,3 +151,35 @@ def test_train_on_reduced_multimnist_learns_both_tasks(tmp_path):
     before = {p["index"]: p["losses"] for p in first["points"] if p["split"] == "train"}
     after = {p["index"]: p["losses"] for p in last["points"] if p["split"] == "train"}
     assert all(a < b for a, b in zip(after[1], before[1], strict=True))
+
+
+def test_resume_writes_into_the_given_directory_wherever_it_was_created(tmp_path, monkeypatch):
+    from pmtl_core.train_cli import TrainRequest
+
+    first = tmp_path / "first"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    args = [
+        "train",
+        "--problem",
+        "concave",
+        "--method",
+        "linear",
+        "--prefs",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        "run",
+        "--device",
+        str(DEVICE),
+    ]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    (first / "run").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    assert TrainRequest.load(moved).out == str(moved)
+    result = CliRunner().invoke(app, ["train", "--resume", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run").exists() and (moved / "front.json").is_file()

@@ -278,3 +278,29 @@ def test_mgda_ub_gradient_memory_does_not_grow_with_the_encoder(monkeypatch, dev
 
     assert gradient_numel("mgda_ub", 1.0) == gradient_numel("mgda_ub", 4.0)
     assert gradient_numel("pareto_mtl", 4.0) > 4 * gradient_numel("pareto_mtl", 1.0) / 2
+
+
+def test_loop_and_vmap_encoders_give_the_same_losses_and_gradients(device):
+    """The per-model loop (CPU default) and vmap (GPU default) are two evaluations of one model."""
+    from pmtl_core.stacked import StackedModels
+
+    problem = TwoTaskBlobs(image=True)
+    data = problem.load(device)
+    x, y = data.train.inputs[:16], data.train.targets[:16]
+    results = {}
+    for strategy in ("loop", "vmap"):
+        torch.manual_seed(0)
+        stack = StackedModels([problem.build_model() for _ in range(3)], device, strategy)
+        assert stack.encoder_strategy == strategy
+        losses = torch.func.vmap(lambda o: problem.task_losses(o, y))(
+            stack.heads(stack.encode(problem.transform(x)))
+        )
+        gram, grads = stack.task_grams_exact(losses)
+        results[strategy] = (losses.detach(), gram, [g for g in grads[0] if g is not None])
+    (l1, g1, d1), (l2, g2, d2) = results["loop"], results["vmap"]
+    torch.testing.assert_close(l1, l2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)
+    for a, b in zip(d1, d2, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="encoder strategy"):
+        StackedModels([problem.build_model()], device, "grouped")

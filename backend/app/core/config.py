@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="one JSON object per log line")
+    download_data: bool = Field(
+        False,
+        description="workers may fetch missing data sets (torchvision's download) into the data "
+        "root (PMTL_DATA_DIR, else home/data)",
+    )
     api_url: str = Field("http://127.0.0.1:8000", description="where clients reach the API")
 
     @field_validator("cors_origins", mode="before")

@@ -7,7 +7,7 @@ import hmac
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from backend.app.db.models import ApiToken, User, utcnow
 
@@ -52,7 +52,9 @@ def authenticate(session: Session, token: str) -> User | None:
         return None
     digest = hash_token(token)
     row = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+        select(ApiToken)
+        .options(joinedload(ApiToken.user))  # one query per request, not two
+        .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
     # The lookup is by hash; compare again in constant time so a lookup quirk (collation,
     # truncation) can never let a different token through.
