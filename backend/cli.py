@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["register"]
 
@@ -117,13 +122,28 @@ def db_current() -> None:
 user_app = typer.Typer(help="API users and their tokens.", no_args_is_help=True)
 
 
-def _session_factory():
-    from backend.app.db.session import check_schema, create_db_engine, make_session_factory
+@contextmanager
+def _user_session() -> Iterator[Session]:
+    """A session on the migrated database, committed on success; database errors and
+    ``ValueError`` (bad names) end the command with a readable message."""
+    from backend.app.db.session import (
+        DatabaseError,
+        check_schema,
+        create_db_engine,
+        make_session_factory,
+        session_scope,
+    )
 
-    settings = _settings()
-    engine = create_db_engine(settings.database_url)
-    check_schema(engine)
-    return engine, make_session_factory(engine)
+    try:
+        engine = create_db_engine(_settings().database_url)
+        try:
+            check_schema(engine)
+            with session_scope(make_session_factory(engine)) as session:
+                yield session
+        finally:
+            engine.dispose()
+    except (DatabaseError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
 
 
 @user_app.command("create")
@@ -133,17 +153,9 @@ def user_create(
 ) -> None:
     """Create a user and print its API token on stdout (shown only this once)."""
     from backend.app.core.security import create_user
-    from backend.app.db.session import DatabaseError, session_scope
 
-    try:
-        engine, factory = _session_factory()
-        try:
-            with session_scope(factory) as session:
-                _, token = create_user(session, name, admin)
-        finally:
-            engine.dispose()
-    except (DatabaseError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    with _user_session() as session:
+        _, token = create_user(session, name, admin)
     typer.echo(token)
     console.print(f"created {'admin ' if admin else ''}user {name!r}; keep the token above safe")
 
@@ -154,29 +166,21 @@ def user_list() -> None:
     from sqlalchemy import func, select
 
     from backend.app.db.models import ApiToken, User
-    from backend.app.db.session import DatabaseError, session_scope
 
-    try:
-        engine, factory = _session_factory()
-        try:
-            with session_scope(factory) as session:
-                tokens = (
-                    select(func.count(ApiToken.id))
-                    .where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
-                    .scalar_subquery()
-                )
-                rows = session.execute(
-                    select(User.id, User.name, User.is_admin, tokens).order_by(User.id)
-                ).all()
-        finally:
-            engine.dispose()
-    except DatabaseError as exc:
-        raise _fail(str(exc)) from exc
+    with _user_session() as session:
+        tokens = (
+            select(func.count(ApiToken.id))
+            .where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(User.id, User.name, User.is_admin, tokens).order_by(User.id)
+        ).all()
     for user_id, name, is_admin, n_tokens in rows:
         typer.echo(f"{user_id}\t{name}\t{'admin' if is_admin else 'user'}\t{n_tokens} token(s)")
 
 
-def _find_user(session, name: str):
+def _find_user(session: Session, name: str):
     from sqlalchemy import select
 
     from backend.app.db.models import User
@@ -191,17 +195,9 @@ def _find_user(session, name: str):
 def user_token(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
     """Issue another token for a user and print it on stdout (shown only this once)."""
     from backend.app.core.security import create_token
-    from backend.app.db.session import DatabaseError, session_scope
 
-    try:
-        engine, factory = _session_factory()
-        try:
-            with session_scope(factory) as session:
-                token = create_token(session, _find_user(session, name))
-        finally:
-            engine.dispose()
-    except (DatabaseError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    with _user_session() as session:
+        token = create_token(session, _find_user(session, name))
     typer.echo(token)
     console.print(f"new token for {name!r}; keep it safe")
 
@@ -212,22 +208,14 @@ def user_revoke(name: Annotated[str, typer.Argument(help="an existing user")]) -
     from sqlalchemy import update
 
     from backend.app.db.models import ApiToken, utcnow
-    from backend.app.db.session import DatabaseError, session_scope
 
-    try:
-        engine, factory = _session_factory()
-        try:
-            with session_scope(factory) as session:
-                user = _find_user(session, name)
-                revoked = session.execute(
-                    update(ApiToken)
-                    .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
-                ).rowcount
-        finally:
-            engine.dispose()
-    except (DatabaseError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+    with _user_session() as session:
+        user = _find_user(session, name)
+        revoked = session.execute(
+            update(ApiToken)
+            .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        ).rowcount
     console.print(f"revoked {revoked} token(s) of {name!r}")
 
 

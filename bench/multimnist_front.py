@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument(
         "--merge", action="store_true", help="keep the other methods' results of the last run"
     )
+    parser.add_argument(
+        "--tag", default="", help="suffix of the JSON and PNG names (keeps other runs' files)"
+    )
     args = parser.parse_args()
     options = {"train_size": args.train_size, "test_size": args.test_size}
     if os.environ.get("PMTL_DATA_DIR"):
@@ -105,8 +108,9 @@ def main() -> None:
     batches = math.ceil(args.train_size / 256)
     params = {**METHODS, "pareto_mtl": {"init_steps": 2 * batches}}
     results: dict[str, dict] = {}
-    if args.merge and OUT.is_file():
-        results = json.loads(OUT.read_text())["methods"]
+    out = OUT.with_name(f"{OUT.stem}{args.tag}.json")
+    if args.merge and out.is_file():
+        results = json.loads(out.read_text())["methods"]
     for name in args.methods.split(","):
         print(f"{name}:", flush=True)
         rec = Recorder()
@@ -144,19 +148,19 @@ def main() -> None:
         "device": args.device,
         "params": {name: params.get(name, {}) for name in results},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"setup": setup, "methods": results}, indent=1))
-    _plots(results, setup)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"setup": setup, "methods": results}, indent=1))
+    _plots(results, setup, args.tag)
     for name, r in results.items():
         acc = [[round(a, 4) for a in row] for row in r["final_test_accuracy"]]
         print(
             f"{name:12s} HV {r['final_hypervolume']:.4f}  {r['seconds']:7.0f} s  "
             f"one per sector: {r['one_per_sector']}  acc {acc}"
         )
-    print(f"wrote {OUT}")
+    print(f"wrote {out}")
 
 
-def _plots(results: dict[str, dict], setup: dict) -> None:
+def _plots(results: dict[str, dict], setup: dict, tag: str = "") -> None:
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     note = f"MultiMNIST, {setup['train_size']} train samples, {setup['epochs']} epochs, CPU"
@@ -174,7 +178,7 @@ def _plots(results: dict[str, dict], setup: dict) -> None:
     ax.set_title(f"Hypervolume vs time — {note}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(images / "hv_vs_time.png")
+    fig.savefig(images / f"hv_vs_time{tag}.png")
     plt.close(fig)
     cols = 4
     rows = math.ceil(len(results) / cols)
@@ -189,7 +193,7 @@ def _plots(results: dict[str, dict], setup: dict) -> None:
         ax.axis("off")
     fig.suptitle(f"Test fronts — {note}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(images / "multimnist_fronts.png")
+    fig.savefig(images / f"multimnist_fronts{tag}.png")
     plt.close(fig)
 
 

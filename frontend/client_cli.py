@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +28,9 @@ from frontend.lib.settings import UISettings
 __all__ = ["client_config_path", "register"]
 
 console = Console(stderr=True)
-out = Console()
+# Tables go to stdout; piped into a file or grep, rich would cut them to 80 columns and
+# truncate names, so a pipe gets a wide console unless COLUMNS says otherwise.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 _FINAL = {"finished", "failed", "cancelled"}
 
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="API base URL")]

@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pmtl_core.atomic import atomic_write
 
 __all__ = ["FORMAT", "CheckpointError", "latest", "list_checkpoints", "load", "save", "sha256"]
 
@@ -40,17 +41,7 @@ def save(state: dict[str, Any], directory: str | os.PathLike[str], epoch: int) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / checkpoint_name(epoch)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, "epoch": epoch, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    atomic_write(path, lambda fh: torch.save({"format": FORMAT, "epoch": epoch, **state}, fh))
     return path
 
 
@@ -103,14 +94,3 @@ def sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
+
+from pmtl_core.atomic import atomic_write
 
 __all__ = ["ArtifactStore", "StorageError", "file_sha256"]
 
@@ -38,14 +40,6 @@ def _check_id(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StorageError(f"{what} must be a non-negative integer, got {value!r}")
     return value
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ArtifactStore:
@@ -101,24 +95,17 @@ class ArtifactStore:
     def write_chunks(self, relative: str | Path, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Atomically write the concatenated ``chunks``; returns (sha256, size)."""
         target = self.resolve(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+
+        def write(handle: BinaryIO) -> None:
+            nonlocal size
+            for chunk in chunks:
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+
+        atomic_write(target, write)
         return digest.hexdigest(), size
 
     def import_file(self, source: Path, relative: str | Path) -> tuple[str, int]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from pmtl_core.atomic import atomic_write_bytes
 from pmtl_core.models import LeNetConfig, ModelConfig
 from pmtl_core.problems.dataset import ClassificationProblem, DataSplits, TensorData
 
@@ -315,30 +315,8 @@ def _write_cache(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, blob)
+        atomic_write_bytes(path, blob)
         digest = hashlib.sha256(blob).hexdigest()
-        _atomic_write(_checksum_path(path), f"{digest}  {path.name}\n".encode())
+        atomic_write_bytes(_checksum_path(path), f"{digest}  {path.name}\n".encode())
     except OSError as exc:
         log.warning("could not write the cache %s (%s); data will be rebuilt next time", path, exc)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync it, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # directories cannot be opened on some platforms; the rename stands
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
