@@ -1,4 +1,4 @@
-"""Service settings: the only place that reads the environment (``PMTL_*`` variables, ``.env``)."""
+"""Service settings: the service's one reader of ``PMTL_*`` variables and ``.env``."""
 
 from __future__ import annotations
 
