@@ -107,3 +107,15 @@ def test_created_run_lands_on_its_page_and_the_front_forms_live(open_page, lab):
     caption = texts(at)
     assert "24 metric points" in caption and "not polling" in caption  # polling has stopped
     assert "Hypervolume (train)" in caption
+
+
+def test_the_multimnist_example_is_one_click_away(open_page):
+    at = open_page("new_run")
+    at.button(key="new_run.example").click().run()
+    no_exception(at)
+    assert at.selectbox(key="new_run.problem").value == "multi_mnist"
+    assert at.selectbox(key="new_run.method").value == "pareto_mtl"
+    assert at.text_input(key="new_run.name").value == "Pareto MTL on MultiMNIST"
+    assert at.number_input(key="new_run.prefs.multi_mnist.count").value == 5
+    # the problem's own training settings: the paper's batch size
+    assert at.text_input(key="new_run.train.multi_mnist.batch_size").value == "256"

@@ -14,6 +14,9 @@ from frontend.lib.views.preference_input import choose_preferences
 __all__ = ["render", "training_fields"]
 
 CATALOGUE_KEY = "new_run.catalogue"
+#: The ready-to-submit example: Pareto MTL on MultiMNIST with 5 evenly spread preferences and
+#: the problem's own training settings (the paper's LeNet, SGD, batch 256).
+EXAMPLE = {"problem": "multi_mnist", "method": "pareto_mtl", "name": "Pareto MTL on MultiMNIST"}
 
 
 def _catalogue() -> tuple[list[Problem], list[Method], dict[str, Any]] | None:
@@ -76,6 +79,23 @@ def _submit(body: dict[str, Any], problems: list[str]) -> None:
     session.go_to("run_detail", run=run.id)
 
 
+def _example_button(problems: list[Problem], methods: list[Method]) -> None:
+    """One click fills the form with the MultiMNIST example (before its widgets are drawn)."""
+    if EXAMPLE["problem"] not in {p.name for p in problems}:
+        return
+    if EXAMPLE["method"] not in {m.name for m in methods}:
+        return
+    if st.button(
+        "Fill in the MultiMNIST example",
+        icon=":material/auto_awesome:",
+        key="new_run.example",
+        help="Pareto MTL on MultiMNIST, 5 preference vectors, the paper's training settings",
+    ):
+        st.session_state["new_run.problem"] = EXAMPLE["problem"]
+        st.session_state["new_run.method"] = EXAMPLE["method"]
+        st.session_state["new_run.name"] = EXAMPLE["name"]
+
+
 def render() -> None:
     """Draw the page."""
     st.title("New run")
@@ -86,6 +106,7 @@ def render() -> None:
     if not problems or not methods:
         st.warning("The API lists no problems or no methods.")
         return
+    _example_button(problems, methods)
     problem, method = _pickers(problems, methods)
     left, right = st.columns([3, 1])
     name = left.text_input("Run name", value=f"{method.name} on {problem.name}", key="new_run.name")
