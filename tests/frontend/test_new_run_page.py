@@ -7,10 +7,10 @@ import time
 from tests.frontend._apptest import no_exception, texts
 
 
-def _form(at, name: str, epochs: int, count: int) -> None:
+def _form(at, name: str, epochs: int, count: int, steps: int = 20) -> None:
     at.text_input(key="new_run.name").input(name)
     at.text_input(key="new_run.train.concave.epochs").input(str(epochs))
-    at.text_input(key="new_run.train.concave.steps_per_epoch").input("20")
+    at.text_input(key="new_run.train.concave.steps_per_epoch").input(str(steps))
     at.number_input(key="new_run.prefs.concave.count").set_value(count)
     at.run()
 
@@ -71,7 +71,9 @@ def test_rejection_by_the_api_is_shown_as_a_readable_message(open_page):
 
 def test_created_run_lands_on_its_page_and_the_front_forms_live(open_page, lab):
     at = open_page("new_run")
-    _form(at, "made in the UI", epochs=6, count=4)
+    # About 0.5 s per epoch on an idle CPU: slow enough for the polls below to see the front
+    # while it is still forming.
+    _form(at, "made in the UI", epochs=6, count=4, steps=250)
     at.button(key="new_run.submit").click().run()
     no_exception(at)
     run_id = int(at.query_params["run"])
