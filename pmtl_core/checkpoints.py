@@ -38,11 +38,9 @@ def checkpoint_name(epoch: int) -> str:
 
 def save(state: dict[str, Any], directory: str | os.PathLike[str], epoch: int) -> Path:
     """Write ``state`` atomically as ``epoch``'s checkpoint in ``directory``; return its path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / checkpoint_name(epoch)
-    atomic_write(path, lambda fh: torch.save({"format": FORMAT, "epoch": epoch, **state}, fh))
-    return path
+    path = Path(directory) / checkpoint_name(epoch)
+    payload = {"format": FORMAT, "epoch": epoch, **state}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))  # creates the directory too
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
