@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from pmtl_core.indicators import hypervolume, non_dominated
+from pmtl_core.methods import get_method
 from pmtl_core.preferences import uniform
 from pmtl_core.problems import get_problem
 from pmtl_core.training import train
@@ -93,6 +94,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
     parser.add_argument(
+        "--lr-step", type=int, default=0, help="multiply the lr by --lr-gamma every N epochs"
+    )
+    parser.add_argument("--lr-gamma", type=float, default=0.1)
+    parser.add_argument(
         "--merge", action="store_true", help="keep the other methods' results of the last run"
     )
     parser.add_argument(
@@ -119,7 +124,14 @@ def main() -> None:
             problem,
             name,
             prefs,
-            {"epochs": args.epochs, "lr": args.lr, "device": args.device, "seed": 0},
+            {
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "lr_step": args.lr_step,
+                "lr_gamma": args.lr_gamma,
+                "device": args.device,
+                "seed": 0,
+            },
             params=params.get(name, {}),
             callbacks=[rec],
         )
@@ -144,9 +156,14 @@ def main() -> None:
         "k": 5,
         "reference_point": REF,
         "lr": args.lr,
+        "lr_step": args.lr_step,
+        "lr_gamma": args.lr_gamma,
         "batch_size": 256,
         "device": args.device,
-        "params": {name: params.get(name, {}) for name in results},
+        # every hyperparameter, defaults included, so that a later change of default shows
+        "params": {
+            name: get_method(name).Params(**params.get(name, {})).model_dump() for name in results
+        },
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"setup": setup, "methods": results}, indent=1))
@@ -180,18 +197,30 @@ def _plots(results: dict[str, dict], setup: dict, tag: str = "") -> None:
     fig.tight_layout()
     fig.savefig(images / f"hv_vs_time{tag}.png")
     plt.close(fig)
-    cols = 4
+    cols = min(4, len(results))
     rows = math.ceil(len(results) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), dpi=110, squeeze=False)
+    angles = torch.atan2(*uniform(2, setup["k"]).flip(-1).T)
+    borders = (angles[1:] + angles[:-1]) / 2
     for ax, (name, r) in zip(axes.flat, results.items(), strict=False):
         pts = torch.tensor(r["final_test_losses"])
-        ax.scatter(pts[:, 0], pts[:, 1], c=range(len(pts)), cmap="viridis", edgecolors="k")
+        top = float(pts.max()) * 1.1
+        # preference rays (dashed) and the sector borders between them (dotted), equal axes so
+        # that angles read true: a model belongs to the sector its loss vector falls in
+        for a, style in [*((a, "--") for a in angles), *((a, ":") for a in borders)]:
+            ax.plot([0, top * math.cos(a)], [0, top * math.sin(a)], style, c="0.6", lw=0.8)
+        ax.scatter(
+            pts[:, 0], pts[:, 1], c=range(len(pts)), cmap="viridis", edgecolors="k", zorder=3
+        )
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_aspect("equal")
         ax.set_title(f"{name} (HV {r['final_hypervolume']:.3f})", fontsize=9)
         ax.set_xlabel("top-left loss", fontsize=8)
         ax.set_ylabel("bottom-right loss", fontsize=8)
     for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
-    fig.suptitle(f"Test fronts — {note}", fontsize=10)
+    fig.suptitle(f"Test fronts — {note}\nrays dashed, sector borders dotted", fontsize=9)
     fig.tight_layout()
     fig.savefig(images / f"multimnist_fronts{tag}.png")
     plt.close(fig)
