@@ -183,12 +183,14 @@ def _plots(results: dict[str, dict], setup: dict, tag: str = "") -> None:
     note = f"MultiMNIST, {setup['train_size']} train samples, {setup['epochs']} epochs, CPU"
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     for name, r in results.items():
+        # a method re-run later with --merge may carry a note on how its times compare
         ax.plot(
             [row["wall_time"] for row in r["history"]],
             [row["hypervolume"] for row in r["history"]],
             marker="o",
             ms=3,
-            label=name,
+            ls="--" if r.get("note") else "-",
+            label=f"{name} ({r['note']})" if r.get("note") else name,
         )
     ax.set_xlabel("wall time (s)")
     ax.set_ylabel("test hypervolume, ref (2, 2)")
