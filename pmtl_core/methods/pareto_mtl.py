@@ -21,11 +21,12 @@ on MultiMNIST its models drift out of their sectors (``bench/multimnist_front.py
   where it was: progress on the tasks counted as progress on the constraint;
 - ``restore=True``: in the main phase a subproblem with a violated constraint steps on its
   constraints alone, as in the init phase, until it is back in its sector, ``margin`` deep
-  (the ``margin=0`` of the paper leaves the models on the borders, where half the test sets'
-  loss vectors fall outside);
+  (with ``margin=0``, as in the paper, the models end on the borders and their test losses
+  fall on either side);
 - ``ascent=False``: those constraint-only steps never raise a task loss (negative weights are
   cut to zero). The paper's init raises the losses the sector wants larger, and a cross-entropy
   pushed upwards grows without bound and can leave the network dead.
+
 Everything is batched: the ``m + P`` candidate gradients of every subproblem are linear
 combinations of its ``m`` task gradients, so one ``(K, m, m)`` Gram matrix gives all of them
 (``C G C^T`` with ``C = [I; c_j]``) and one masked, batched min-norm call serves all K
@@ -72,8 +73,8 @@ class ParetoMTLParams(MethodParams):
     )
     restore: bool = Field(
         True,
-        description="main phase: while a constraint is violated, step on the "
-        "constraints alone (as in the init phase) until the subproblem is back in its sector",
+        description="main phase: while a constraint is violated (or within the margin), step "
+        "on the constraints alone, as in the init phase, until the subproblem is back inside",
     )
     margin: float = Field(
         0.05,
