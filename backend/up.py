@@ -205,6 +205,7 @@ def up(
     """Start the embedded system (API, one worker, UI) until Ctrl-C."""
     from backend.app.core.config import Settings
     from backend.app.db.migrate import upgrade
+    from backend.app.redact import mask_url
 
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ def up(
         if not _port_free(host, port):
             console.print(f"[bold red]error:[/] port {port} for the {what} is in use on {host}")
             raise typer.Exit(1)
-    console.print(f"database: {settings.database_url}")
+    console.print(f"database: {mask_url(settings.database_url)}")  # never the password
     upgrade(settings.database_url)
     token = admin_token(settings)
     api_url = f"http://{host}:{api_port}"

@@ -32,8 +32,8 @@ def measure(method: str, k: int, width: float, batches: int) -> dict:
     """Run inside a child process: train a few batches, return peak RSS and gradient sizes."""
     import torch
 
-    from pmtl_core._trainers import DatasetTrainer
     from pmtl_core.config import make_config
+    from pmtl_core.engine import DatasetLoop
     from pmtl_core.methods import get_method
     from pmtl_core.preferences import uniform
     from pmtl_core.problems.multi_digit import MultiDigitProblem
@@ -52,7 +52,7 @@ def measure(method: str, k: int, width: float, batches: int) -> dict:
 
     torch.autograd.grad = counting
     cfg = make_config({"epochs": 1, "batch_size": 256, "device": "cpu"})
-    trainer = DatasetTrainer(problem, get_method(method)(uniform(2, k)), cfg, torch.device("cpu"))
+    trainer = DatasetLoop(problem, get_method(method)(uniform(2, k)), cfg, torch.device("cpu"))
     data_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer.batches_per_epoch = batches
     trainer.train_epoch(

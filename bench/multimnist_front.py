@@ -28,11 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from pmtl_core.engine import train
 from pmtl_core.indicators import hypervolume, non_dominated
 from pmtl_core.methods import get_method
 from pmtl_core.preferences import uniform
 from pmtl_core.problems import get_problem
-from pmtl_core.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "multimnist_front.json"

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pmtl_core._trainers import DatasetTrainer
 from pmtl_core.config import make_config
+from pmtl_core.engine import DatasetLoop
 from pmtl_core.methods import get_method
 from pmtl_core.preferences import uniform
 from pmtl_core.problems.multi_digit import MultiDigitProblem
@@ -147,7 +147,7 @@ def main() -> None:
 
     def engine(params, encoder: str = "auto"):
         algo = get_method("pareto_mtl")(uniform(2, args.k).to(device), params)
-        trainer = DatasetTrainer(problem, algo, cfg, device)
+        trainer = DatasetLoop(problem, algo, cfg, device)
         if encoder != "auto":
             trainer.stack.encoder_strategy = encoder
         trainer.data = data

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -207,24 +208,47 @@ def watch(
     _watch(_connect(api_url, token), run_id, poll)
 
 
-def _watch(client: ApiClient, run_id: int, poll: float) -> None:
+def _poll(client: ApiClient, run_id: int, poll: float) -> Iterator[tuple[Any, dict]]:
+    """The run and its latest point per (preference, split), once per poll, until it is over."""
     after, latest = 0, {}
+    while True:
+        run = _call(client.get_run, run_id)
+        while True:  # incremental: only points newer than the last one seen
+            page = _call(client.metrics, run_id, after=after)
+            for point in page.points:
+                latest[(point.preference_id, point.split)] = point
+            after = page.last_seq
+            if not page.has_more:
+                break
+        yield run, latest
+        if run.status in _FINAL:
+            return
+        time.sleep(poll)
+
+
+def _watch(client: ApiClient, run_id: int, poll: float) -> None:
+    """A live view when stdout and stderr are terminals; otherwise (piped, redirected, in CI)
+    one plain progress line on stdout per change."""
+    if sys.stdout.isatty() and console.is_terminal:
+        run = _watch_live(client, run_id, poll)
+    else:
+        run = _watch_lines(client, run_id, poll)
+    hv = "-" if run.hypervolume is None else f"{run.hypervolume:.4f}"
+    console.print(f"run {run_id} {run.status}; hypervolume {hv}")
+    if run.status != "finished":
+        raise typer.Exit(code=1)
+
+
+def _watch_live(client: ApiClient, run_id: int, poll: float) -> Any:
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} epochs"),
     )
     bars: dict[int, int] = {}
+    run = None
     with Live(console=console, refresh_per_second=4) as live:
-        while True:
-            run = _call(client.get_run, run_id)
-            while True:  # incremental: only points newer than the last one seen
-                page = _call(client.metrics, run_id, after=after)
-                for point in page.points:
-                    latest[(point.preference_id, point.split)] = point
-                after = page.last_seq
-                if not page.has_more:
-                    break
+        for run, latest in _poll(client, run_id, poll):
             for job in run.jobs:
                 if job.id not in bars:
                     bars[job.id] = progress.add_task(f"job {job.id}", total=max(job.epochs, 1))
@@ -235,13 +259,43 @@ def _watch(client: ApiClient, run_id: int, poll: float) -> None:
                     description=f"job {job.id} {job.state}",
                 )
             live.update(Group(progress, _losses_table(run, latest)))
-            if run.status in _FINAL:
-                break
-            time.sleep(poll)
-    hv = "-" if run.hypervolume is None else f"{run.hypervolume:.4f}"
-    console.print(f"run {run_id} {run.status}; hypervolume {hv}")
-    if run.status != "finished":
-        raise typer.Exit(code=1)
+    return run
+
+
+def _watch_lines(client: ApiClient, run_id: int, poll: float) -> Any:
+    last, run = None, None
+    for run, latest in _poll(client, run_id, poll):
+        line = _progress_line(run, latest)
+        if line != last:
+            typer.echo(line)
+            last = line
+    return run
+
+
+def _progress_line(run, latest: dict) -> str:
+    """``run 3 running: epoch 2/10, jobs 0/1 finished, 1 running; test losses pref 7 [0.41,
+    0.52] …; hypervolume 0.6123`` — plain text for logs and pipes."""
+    p = run.progress
+    parts = [f"epoch {p.epoch}/{p.epochs}", f"jobs {p.jobs_finished}/{p.jobs_total} finished"]
+    if p.jobs_running:
+        parts.append(f"{p.jobs_running} running")
+    if p.jobs_failed:
+        parts.append(f"{p.jobs_failed} failed")
+    line = f"run {run.id} {run.status}: " + ", ".join(parts)
+    split = "test" if any(k[1] == "test" for k in latest) else "train"
+    points = [(pid, pt) for (pid, sp), pt in sorted(latest.items()) if sp == split]
+    if points:
+        more = f"; … {len(points) - 8} more" if len(points) > 8 else ""
+        shown = "; ".join(
+            f"pref {pid} ["
+            + ", ".join("nan" if v is None or math.isnan(v) else f"{v:.4f}" for v in pt.losses)
+            + "]"
+            for pid, pt in points[:8]
+        )
+        line += f"; {split} losses {shown}{more}"
+    if run.hypervolume is not None:
+        line += f"; hypervolume {run.hypervolume:.4f}"
+    return line
 
 
 def _losses_table(run, latest: dict) -> Table:
@@ -276,17 +330,35 @@ def download(
     api_url: ApiUrl = None,
     token: Token = None,
 ) -> None:
-    """Download a chosen model: ``model.safetensors`` and ``config.json``."""
+    """Download a chosen model: ``model.safetensors`` and ``config.json`` of one checkpoint."""
     client = _connect(api_url, token)
     weights = _call(client.model_file, run_id, pref_id)
-    config = _call(client.model_config, run_id, pref_id)
+    # Training may go on between the two requests: ask for the config of the weights' epoch.
+    config = _call(client.model_config, run_id, pref_id, epoch=weights.epoch)
+    if weights.epoch is not None and config.get("epoch", weights.epoch) != weights.epoch:
+        raise _fail(
+            f"the API sent the config of epoch {config.get('epoch')} for weights of epoch "
+            f"{weights.epoch}; try again"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.safetensors").write_bytes(weights.content)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=1))
+    weights_path, config_path = out_dir / "model.safetensors", out_dir / "config.json"
+    weights_path.write_bytes(weights.content)
+    config_path.write_text(json.dumps(config, indent=1))
     console.print(
-        f"wrote {out_dir / 'model.safetensors'} and {out_dir / 'config.json'} "
-        f"(epoch {config.get('epoch')}); load with "
-        "pmtl_core.load_model('config.json', 'model.safetensors')"
+        f"wrote {weights_path} and {config_path} (epoch {config.get('epoch')}); "
+        "load them in Python (from this directory) with\n"
+        f"  {load_model_hint(config_path, weights_path)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def load_model_hint(config_path: Path, weights_path: Path) -> str:
+    """One line of Python that loads the downloaded model, paths as written."""
+    return (
+        "from pmtl_core import load_model; "
+        f"model = load_model({str(config_path)!r}, {str(weights_path)!r})"
     )
 
 

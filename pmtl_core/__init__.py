@@ -6,10 +6,10 @@ trained together), :func:`load_model` for a downloaded model, the method registr
 :data:`pmtl_core.methods.REGISTRY` and the problem registry :data:`pmtl_core.problems.REGISTRY`.
 """
 
+from pmtl_core.engine import train
 from pmtl_core.export import load_model
 from pmtl_core.front import Front
 from pmtl_core.solve import DivergenceError, solve
-from pmtl_core.training import train
 
 __all__ = ["DivergenceError", "Front", "load_model", "solve", "train"]
 __version__ = "0.1.0"

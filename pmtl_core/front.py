@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ class Front:
     ``params``: the K solutions (``(K, d)`` for function problems, a stacked state dict for
     models); ``history (T, K, m)``: objectives over steps or epochs; ``test_objectives`` and
     ``metrics`` are filled by the training engine; ``failed (K,)`` marks diverged subproblems.
+    ``pareto_set``: for methods that learn the whole front (``psl``), a function from any
+    preferences ``(n, m)`` to their solutions ``(n, d)``; ``None`` otherwise.
     """
 
     problem: str
@@ -36,6 +39,7 @@ class Front:
     metrics: dict[str, Any] = field(default_factory=dict)
     failed: Tensor | None = None
     task_names: tuple[str, ...] = ()
+    pareto_set: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.objectives.dim() != 2 or self.preferences.shape != self.objectives.shape:

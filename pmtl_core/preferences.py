@@ -25,6 +25,7 @@ __all__ = [
     "MAX_PREFERENCES",
     "das_dennis",
     "normalise",
+    "resolve",
     "to_weights",
     "uniform",
     "validate",
@@ -128,6 +129,15 @@ def validate(
         if not (row > 0).any():
             raise ValueError(f"preference vector {i} is all zeros; at least one entry must be > 0")
     return normalise(t).float()
+
+
+def resolve(preferences: int | Tensor | Sequence[Sequence[float]], m: int) -> Tensor:
+    """A count becomes ``uniform(m, count)``; vectors are validated. Returns ``(K, m)``."""
+    if isinstance(preferences, bool):
+        raise ValueError("preferences must be a count or a (K, m) array of vectors")
+    if isinstance(preferences, int):
+        return uniform(m, preferences)
+    return validate(preferences, m)
 
 
 def to_weights(u: Tensor) -> Tensor:

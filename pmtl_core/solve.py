@@ -1,9 +1,11 @@
 """``solve``: K preference vectors of a differentiable function problem, optimised together.
 
-All K solutions live in one ``(K, d)`` tensor; each step evaluates the objectives and their
-Jacobians for all of them with ``vmap``, forms the ``(K, m, m)`` Gram matrices, asks the method
-for task weights and moves every solution along its weighted gradient. Nothing is synchronised
-with the host inside the loop except a finiteness check every ``check_every`` steps; a NaN or
+All K solutions live in one ``(K, d)`` tensor and move through the engine's function loop
+(:class:`~pmtl_core.engine.function_loop.FunctionLoop`, the loop ``train`` uses for function
+problems): each step evaluates the objectives and their Jacobians for all of them with ``vmap``,
+forms the ``(K, m, m)`` Gram matrices, asks the method for task weights and takes a plain
+gradient step (SGD without momentum) along every weighted gradient. Nothing is synchronised
+with the host inside the loop except a finiteness check every ``report_every`` steps; a NaN or
 infinite objective stops the run with a :class:`DivergenceError` naming the step, the objective
 and the preference vector.
 """
@@ -16,12 +18,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pmtl_core.config import make_config
+from pmtl_core.engine.function_loop import FunctionLoop
+from pmtl_core.engine.set_loop import SetLoop
 from pmtl_core.front import Front
 from pmtl_core.methods import Method, MethodParams, get_method
-from pmtl_core.preferences import uniform, validate
+from pmtl_core.preferences import resolve as resolve_preferences
 from pmtl_core.problems.function import FunctionProblem
 
-__all__ = ["DivergenceError", "SolveProgress", "resolve_preferences", "solve"]
+__all__ = ["DivergenceError", "SolveProgress", "solve"]
 
 
 class DivergenceError(ValueError):
@@ -48,15 +53,6 @@ class SolveProgress:
     step: int
     total_steps: int
     objectives: Tensor  # (K, m) at this step
-
-
-def resolve_preferences(preferences: int | Tensor | Sequence[Sequence[float]], m: int) -> Tensor:
-    """A count becomes ``uniform(m, count)``; vectors are validated. Returns ``(K, m)``."""
-    if isinstance(preferences, bool):
-        raise ValueError("preferences must be a count or a (K, m) array of vectors")
-    if isinstance(preferences, int):
-        return uniform(m, preferences)
-    return validate(preferences, m)
 
 
 def solve(
@@ -93,40 +89,42 @@ def solve(
     cls = get_method(method) if isinstance(method, str) else method
     algo = cls(prefs, params)
     k = prefs.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    if x0 is None:
-        x = problem.sample(k, generator, device)
-    else:
-        if x0.shape != (k, problem.dim):
-            raise ValueError(f"x0 must have shape {(k, problem.dim)}, got {tuple(x0.shape)}")
-        x = x0.detach().clone().float().to(device)
-    x = problem.project(x)
+    # plain gradient steps (SGD without momentum) on the K points; a set model (psl) is a
+    # network trained on sampled preferences, with Adam as its papers do
+    cfg = make_config(
+        {
+            "optimizer": "adam" if cls.learns_pareto_set else "sgd",
+            "lr": lr,
+            "momentum": 0.0,
+            "lr_step": 0,
+            "epochs": 1,
+            "steps_per_epoch": max(steps, 1),
+            "seed": seed,
+            "device": str(device),
+        }
+    )
+    if "function" not in cls.problem_kinds:
+        raise ValueError(f"method {cls.name!r} does not solve function problems")
+    loop_class = SetLoop if cls.learns_pareto_set else FunctionLoop
+    loop = loop_class(problem, algo, cfg, device, x0=x0)
+    alive = torch.ones(k, dtype=torch.bool, device=device)
     history = torch.empty(steps + 1, k, problem.n_tasks, device=device)
     checked = 0
     for step in range(steps + 1):
-        values, jac = problem.value_and_jacobian(x)
-        history[step] = values.detach()
+        history[step] = loop.step(alive) if step < steps else loop.objectives()
         if step % report_every == 0 or step == steps:
             checked = _check_finite(history, checked, step + 1, prefs)
             if callback is not None:
                 callback(SolveProgress(step, steps, history[step]))
-        if step == steps:
-            break
-        gram = jac @ jac.transpose(-1, -2) if algo.needs_gram else None
-        alpha = algo(values.detach(), gram)
-        direction = torch.einsum("km,kmd->kd", alpha.to(jac.dtype), jac)
-        x = problem.project(x - lr * direction)
-        mixing = algo.mixing(step, steps)
-        if mixing is not None:
-            x = problem.project(mixing.to(x) @ x)
     return Front(
         problem=problem.name,
         method=cls.name,
         objectives=history[-1].cpu(),
         preferences=prefs.cpu(),
-        params=x.detach().cpu(),
+        params=loop.solutions(),
         history=history.cpu(),
         task_names=problem.task_names,
+        pareto_set=getattr(loop, "pareto_set", None),
     )
 
 

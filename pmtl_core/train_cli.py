@@ -8,6 +8,7 @@ and ``front.png``.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,12 @@ class _Display:
         self.batch_task = None
 
     def on_start(self, info) -> None:
+        self.console.print(
+            f"run directory {self.out}; after an interruption continue it with\n"
+            f"  pmtl train --resume {shlex.quote(str(self.out))}",
+            markup=False,
+            soft_wrap=True,
+        )
         self.progress.start()
         self.epochs_task = self.progress.add_task(
             f"{info.method} on {info.problem} (K={info.n_subproblems}, {info.device})",
@@ -134,18 +141,29 @@ class _Display:
         self.progress.stop()
 
 
+def _clear_results(out: Path) -> None:
+    """Remove an earlier run's results from ``out`` (the caller checked that this is wanted):
+    a new run must not mix with, or later resume from, an old run's checkpoints."""
+    from pmtl_core import checkpoints
+
+    for name in ("run.json", "metrics.jsonl", "front.json", "front.png"):
+        (out / name).unlink(missing_ok=True)
+    for path in checkpoints.list_checkpoints(out / "checkpoints"):
+        path.unlink()
+
+
 def run_local_training(request: TrainRequest, console: Console, *, resume: bool = False) -> Front:
     """Train as the request says, writing the run directory; returns the front."""
+    from pmtl_core.engine import train
     from pmtl_core.plots import plot_front
     from pmtl_core.problems import get_problem
-    from pmtl_core.training import train
 
     out = Path(request.out)
     problem = get_problem(request.problem, request.problem_options)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
+        _clear_results(out)
         write_json_atomic(out / "run.json", request.model_dump())
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     display = _Display(console, out, reference_point(problem))
     try:
         front = train(
@@ -163,5 +181,9 @@ def run_local_training(request: TrainRequest, console: Console, *, resume: bool 
         display.progress.stop()
     path = front.save(out)
     png = plot_front(front, out / "front.png", problem=problem)
-    console.print(f"wrote [bold]{path}[/], [bold]{png}[/] and checkpoints in {out / 'checkpoints'}")
+    console.print(
+        f"wrote {path}, {png} and checkpoints in {out / 'checkpoints'}",
+        markup=False,
+        soft_wrap=True,
+    )
     return front

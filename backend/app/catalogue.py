@@ -72,8 +72,9 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate a problem's options against its ``Options`` model; JSON-ready normalised dict.
 
     Options naming server paths or fetching data (``SERVER_ONLY_OPTIONS``) belong to whoever
-    runs the workers and are refused. Raises ``ValueError`` (``pydantic.ValidationError`` is
-    one) for invalid options.
+    runs the workers: they are refused, and left out of the result (their defaults are not
+    stored with the run, so the worker's own configuration decides them). Raises
+    ``ValueError`` (``pydantic.ValidationError`` is one) for invalid options.
     """
     refused = sorted(SERVER_ONLY_OPTIONS & set(options))
     if refused:
@@ -86,7 +87,7 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         if options:
             raise ValueError(f"problem {name!r} takes no options, got {sorted(options)}")
         return {}
-    return model.model_validate(options).model_dump(mode="json")
+    return model.model_validate(options).model_dump(mode="json", exclude=set(SERVER_ONLY_OPTIONS))
 
 
 def problem_or_none(name: str) -> dict[str, Any] | None:

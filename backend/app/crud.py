@@ -147,7 +147,13 @@ def add_preferences(
     is chosen; when the method is warm-startable it is recorded as ``warm_start`` on the job
     (new preference id → neighbour id) and as ``warm_started_from`` on the preference.
     ``ValueError`` if the run was cancelled (it takes no new jobs).
+
+    The caller holds the run lock (:func:`backend.app.queue.lock_run`) since before it read
+    ``run``, so the run's state, preferences and indices cannot change under it; the cancel
+    flag is checked again under the lock by :func:`backend.app.queue.enqueue`.
     """
+    if run.cancel_requested:
+        raise ValueError(f"run {run.id} was cancelled; it takes no new jobs")
     existing = list(run.preferences)
     ready = checkpointed_job_ids(session, run_id=run.id)
     candidates = [p for p in existing if p.job_id in ready]

@@ -4,6 +4,10 @@ For one preference the newest checkpoint of its job whose file matches the SHA-2
 artifact row is exported with :func:`pmtl_core.export.export_model` (model ``position`` of the
 job's stack) into ``runs/{run}/jobs/{job}/models/{pref}/{epoch}/``; the weights and the config
 are recorded as ``model`` and ``model_config`` artifacts so later downloads skip the export.
+
+Weights and config are two downloads; a newer checkpoint can land between them. Passing the
+``epoch`` of the first answer to the second pins it to the same export (served from the cache
+even after the engine pruned that checkpoint).
 """
 
 from __future__ import annotations
@@ -119,10 +123,41 @@ def _export(
     return Exported(target / WEIGHTS, target / CONFIG, epoch, w_sha)
 
 
-def exported_model(
-    session: Session, store: ArtifactStore, *, run: Run, preference: Preference
+def _pinned(
+    session: Session, store: ArtifactStore, run: Run, pref: Preference, epoch: int
 ) -> Exported:
-    """The exported model of ``preference`` at its job's newest valid checkpoint."""
+    cached = _cached(session, store, pref, epoch)
+    if cached is not None:
+        return cached
+    ckpt = session.scalar(
+        select(Artifact)
+        .where(
+            Artifact.job_id == pref.job_id,
+            Artifact.kind == "checkpoint",
+            Artifact.epoch == epoch,
+        )
+        .order_by(Artifact.id.desc())
+    )
+    if ckpt is not None and store.is_valid(ckpt.path, ckpt.sha256):
+        return _export(session, store, run, pref, store.resolve(ckpt.path), epoch)
+    raise NoCheckpoint(
+        f"preference {pref.id}: no model of epoch {epoch} (no such checkpoint, or it was "
+        "replaced or failed its SHA-256 check); download the weights again without an epoch"
+    )
+
+
+def exported_model(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    run: Run,
+    preference: Preference,
+    epoch: int | None = None,
+) -> Exported:
+    """The exported model of ``preference`` at its job's newest valid checkpoint, or at
+    ``epoch`` exactly (``NoCheckpoint`` if that epoch's model is not available)."""
+    if epoch is not None:
+        return _pinned(session, store, run, preference, epoch)
     checkpoints = session.scalars(
         select(Artifact)
         .where(Artifact.job_id == preference.job_id, Artifact.kind == "checkpoint")

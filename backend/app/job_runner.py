@@ -5,6 +5,11 @@ own checkpoints, warm-start sources), starts ``python -m backend.app.worker_chil
 device, keeps the lease alive from a heartbeat thread, writes the child's events through the
 queue's fenced calls and ends the job (finished, failed, released or abandoned). The slots of
 :mod:`backend.app.worker` run one of these at a time; see that module for the whole picture.
+
+A job given up because the database could not be reached for the lease's lifetime has its
+attempt given back (:func:`backend.app.queue.refund_attempt`) once the database answers again:
+only failures of the training count against ``max_attempts``. A job whose problem is a dotted
+import path fails at once unless the worker allows such problems (``PMTL_ALLOW_DOTTED_PROBLEMS``).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class JobContext:
     stop: threading.Event
     grace: float = KILL_GRACE
     download_data: bool = False
+    allow_dotted_problems: bool = False
 
 
 class _GiveUp(Exception):
@@ -103,6 +109,11 @@ class _Lease:
         self.valid_until = granted_at + ctx.lease_seconds
         self.lost = False
         self.cancel = False
+        #: set once the lease has run out by the local clock: the job is being given up, and
+        #: the heartbeat renews no more (a late renewal would keep a lease nobody uses)
+        self.given_up = False
+        #: monotonic time of the first database error since the last successful renewal
+        self.outage_since: float | None = None
         self.on_renewed: Callable[[], None] = lambda: None
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -120,11 +131,23 @@ class _Lease:
         """Whether the lease has certainly expired (no renewal for ``lease_seconds``)."""
         return time.monotonic() >= self.valid_until
 
+    def note_outage(self) -> None:
+        """A database call failed: the lease may now run out for want of renewals."""
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+
+    @property
+    def lost_to_outage(self) -> bool:
+        """Whether the database was unreachable since the last successful renewal, i.e. an
+        outage (not the training, nor a frozen supervisor) is why the lease ran out."""
+        return self.outage_since is not None
+
     def check(self) -> None:
         """Raise :class:`_GiveUp` once the lease is lost or expired."""
         if self.lost:
             raise _GiveUp(f"lost the lease of job {self.claim.job_id}")
         if self.expired():
+            self.given_up = True
             raise _GiveUp(f"the lease of job {self.claim.job_id} expired during an outage")
 
     def _beat(self) -> None:
@@ -132,6 +155,9 @@ class _Lease:
         delays = backoff()
         wait = interval
         while not self._done.wait(wait) and not self.lost:
+            if self.given_up or self.expired():
+                self.given_up = True
+                return
             try:
                 status = queue.renew_status(
                     self.ctx.factory,
@@ -140,15 +166,19 @@ class _Lease:
                     lease_seconds=self.ctx.lease_seconds,
                 )
             except DB_ERRORS as error:
+                self.note_outage()
                 wait = min(next(delays), interval)
                 log.warning("heartbeat of job %s failed (%s); retrying", self.claim.job_id, error)
                 continue
             received = time.monotonic()
             delays, wait = backoff(), interval
+            if self.given_up:  # the runner gave the job up while this renewal was in flight
+                return
             if status is queue.LeaseStatus.LOST:
                 log.warning("job %s: lease lost (reaped or taken over)", self.claim.job_id)
                 self.lost = True
                 return
+            self.outage_since = None
             self.valid_until = received + self.ctx.lease_seconds
             self.on_renewed()
             if status is queue.LeaseStatus.CANCEL and not self.cancel:
@@ -165,6 +195,8 @@ def _retry(lease: _Lease | None, stop: threading.Event, call: Callable[[], T]) -
         try:
             return call()
         except DB_ERRORS as error:
+            if lease is not None:
+                lease.note_outage()
             delay = next(delays)
             log.warning("database unavailable (%s); retrying in %.1f s", error, delay)
             if lease is None and stop.wait(delay):
@@ -233,6 +265,7 @@ def _load_plan(ctx: JobContext, claim: queue.Claim, device: str) -> _Plan:
             "device": device,
             "lease_seconds": ctx.lease_seconds,
             "download_data": ctx.download_data,
+            "allow_dotted_problems": ctx.allow_dotted_problems,
             "preferences": [list(p.vector) for p in prefs],
             "all_preferences": [list(p.vector) for p in everyone],
             "checkpoint_dir": str(ctx.store.checkpoint_dir(run.id, job.id)),
@@ -269,6 +302,8 @@ class JobRunner:
         self.outcome: dict[str, Any] | None = None  # the child's finished/stopped/error event
         self.metrics_through = 0
         self.pending: list[dict[str, Any]] = []  # checkpoints waiting for their epoch's points
+        #: recorded checkpoints to keep (from the child's ``start``); older ones are deleted
+        self.keep_checkpoints: int | None = None
         self.stopping: str | None = None  # "cancel" | "shutdown" once SIGTERM was sent
         self.kill_at = 0.0
         self.reader: threading.Thread | None = None
@@ -293,6 +328,8 @@ class JobRunner:
             self._kill()
             self.lease.close()
             self._close()
+        if result in ("abandoned", "lost") and self.lease.lost_to_outage:
+            self._refund()
         if self.proc is not None:
             log.info(
                 "job %s: training process %d exited with status %s",
@@ -303,10 +340,33 @@ class JobRunner:
         log.info("job %s (attempt %d): %s", job, self.claim.attempts, result)
         return result
 
+    def _refund(self) -> None:
+        """The lease ran out while the database was unreachable: once it answers again, give
+        the claim's attempt back (the training did not fail)."""
+        f, job, token = self.ctx.factory, self.claim.job_id, self.claim.lease_token
+        try:
+            refunded = _retry(None, self.ctx.stop, lambda: queue.refund_attempt(f, job, token))
+        except DB_ERRORS as error:  # stopping while the database is still away
+            log.warning("job %s: could not give back the attempt (%s)", job, error)
+            return
+        if refunded:
+            log.info("job %s: the database outage did not count as an attempt", job)
+
     def _run(self) -> str:
         ctx, claim = self.ctx, self.claim
         env, child_device = child_environment(self.device)
         self.plan = _retry(self.lease, ctx.stop, lambda: _load_plan(ctx, claim, child_device))
+        problem = self.plan.spec["problem"]
+        if ":" in problem and not ctx.allow_dotted_problems:
+            # Code named by a database row is not imported unless the operator said so.
+            log.warning("job %s: refusing the dotted-path problem %r", claim.job_id, problem)
+            return self._end(
+                queue.fail,
+                f"problem {problem!r} is a dotted import path (package.module:factory); this "
+                "worker does not import code named in the database. An operator who trusts "
+                "the database can allow it with PMTL_ALLOW_DOTTED_PROBLEMS=true.",
+                retry=False,
+            )
         Path(self.plan.spec["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend.app.worker_child"],
@@ -421,6 +481,8 @@ class JobRunner:
         if kind == "start":
             resume = int(event["resume_epoch"])
             self.metrics_through = resume
+            if event.get("keep_checkpoints") is not None:
+                self.keep_checkpoints = max(int(event["keep_checkpoints"]), 1)
             stale = [row for epoch, (row, _) in self.plan.checkpoints.items() if epoch > resume]
             if stale:
                 self._write(lambda: queue.drop_artifacts(f, job, token, stale))
@@ -483,19 +545,41 @@ class JobRunner:
             )
         )
         self.plan.checkpoints[epoch] = (row, path)
-        pruned = [e for e, (_, p) in self.plan.checkpoints.items() if not p.exists()]
-        if pruned:
-            ids = [self.plan.checkpoints[e][0] for e in pruned]
-            self._write(lambda: queue.drop_artifacts(f, job, token, ids))
-            for e in pruned:
-                del self.plan.checkpoints[e]
+        self._prune_checkpoints()
+
+    def _prune_checkpoints(self) -> None:
+        """Delete checkpoints older than the newest ``keep_checkpoints`` recorded ones.
+
+        The training process never deletes checkpoints: it runs ahead of this supervisor, so
+        it could delete every file the database knows of. Here a file goes only once newer
+        checkpoints are recorded, and only after its row was dropped by a fenced write: a
+        supervisor that lost its lease deletes nothing (the directory may be another
+        holder's by then). Rows whose file is gone anyway are dropped too.
+        """
+        assert self.plan is not None
+        f, job, token = self.ctx.factory, self.claim.job_id, self.claim.lease_token
+        recorded = self.plan.checkpoints
+        missing = {e for e, (_, p) in recorded.items() if not p.exists()}
+        present = sorted(e for e in recorded if e not in missing)
+        old = set() if self.keep_checkpoints is None else set(present[: -self.keep_checkpoints])
+        drop = sorted(missing | old)
+        if not drop:
+            return
+        ids = [recorded[e][0] for e in drop]
+        self._write(lambda: queue.drop_artifacts(f, job, token, ids))
+        for e in drop:
+            _, path = recorded.pop(e)
+            if e in old:
+                path.unlink(missing_ok=True)
 
     # .................................................................. outcome
 
-    def _end(self, transition: Callable[..., Any], *args: Any) -> str:
+    def _end(self, transition: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         f, job, token = self.ctx.factory, self.claim.job_id, self.claim.lease_token
         try:
-            result = _retry(self.lease, self.ctx.stop, lambda: transition(f, job, token, *args))
+            result = _retry(
+                self.lease, self.ctx.stop, lambda: transition(f, job, token, *args, **kwargs)
+            )
         except _GiveUp as reason:
             log.warning("job %s: %s", job, reason)
             return "abandoned"
@@ -513,7 +597,14 @@ class JobRunner:
         if self.stopping == "shutdown" and kind in ("stopped", None):
             return self._end(queue.release)
         if kind == "error":
-            text = f"{outcome.get('message', 'error')}\n{outcome.get('traceback', '')}".strip()
-            return self._end(queue.fail, text)
+            # The whole traceback is for the operator's log; the run's owner gets the error
+            # itself (type and message; queue.fail strips paths and host names).
+            log.warning(
+                "job %s: training failed: %s\n%s",
+                self.claim.job_id,
+                outcome.get("message", "error"),
+                outcome.get("traceback", ""),
+            )
+            return self._end(queue.fail, str(outcome.get("message") or "error"))
         how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
         return self._end(queue.fail, f"the training process {how} without finishing")

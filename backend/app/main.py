@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -16,6 +17,7 @@ from starlette.types import Scope
 
 from backend.app.api.router import api_router
 from backend.app.api.routes import health
+from backend.app.api.validation import request_errors
 from backend.app.core.config import Settings
 from backend.app.db.session import (
     DatabaseError,
@@ -73,6 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Non-finite inputs echoed back as strings: the body must stay strict JSON (never 500).
+        return JSONResponse({"detail": request_errors(exc)}, status_code=422)
 
     @app.exception_handler(SchemaError)
     async def schema_error(_: Request, exc: SchemaError) -> JSONResponse:

@@ -5,7 +5,8 @@ numbers and nothing is lost when a process restarts: ``pmtl_queue_jobs{state}`` 
 ``pmtl_jobs_started_total``, ``pmtl_jobs_finished_total``, ``pmtl_jobs_failed_total``
 (counters over the jobs still in the database; deleting runs lowers them, which Prometheus
 treats as a counter reset). Requests are timed by route template in
-``pmtl_http_request_duration_seconds``.
+``pmtl_http_request_duration_seconds``; its ``method`` label is one of :data:`HTTP_METHODS` or
+``OTHER`` (a client must not be able to create label series by inventing method tokens).
 """
 
 from __future__ import annotations
@@ -26,14 +27,25 @@ from backend.app.db.models import Job
 from backend.app.db.session import DatabaseError, session_scope
 
 __all__ = [
+    "HTTP_METHODS",
     "BodyLimitMiddleware",
     "QueueCollector",
     "RequestMetricsMiddleware",
     "build_registry",
+    "method_label",
 ]
 
 log = logging.getLogger(__name__)
 JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
+#: Method tokens labelled as themselves (RFC 9110 and PATCH); any other token is ``OTHER``.
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of a request: a known HTTP method, else ``OTHER``."""
+    return method if method in HTTP_METHODS else "OTHER"
 
 
 class QueueCollector(Collector):
@@ -122,7 +134,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = self.route_of(scope)
-            self.histogram.labels(scope["method"], route, str(status_code)).observe(
+            self.histogram.labels(method_label(scope["method"]), route, str(status_code)).observe(
                 time.perf_counter() - start
             )
 

@@ -7,6 +7,13 @@ the lease with :func:`renew` and ends it with :func:`finish`, :func:`fail`, :fun
 :func:`cancel_running`. Leases that are not renewed are swept back to the queue by
 :func:`reap_expired` (or to ``failed`` after ``max_attempts`` claims).
 
+Database outages: a supervisor cut off from the database cannot renew its lease, so the job
+is reaped (or abandoned by the supervisor itself) although its training never failed. Once the
+database answers again, that supervisor calls :func:`refund_attempt`: the claim's attempt is
+given back (and a job failed by the reaper for it is queued again), so only failures of the
+training itself use up ``max_attempts``. The reaper records the lease token it ended
+(``jobs.reaped_token``), which makes the refund exact and idempotent.
+
 Fencing: every worker write (:func:`record_metrics`, :func:`record_artifact`,
 :func:`record_divergence` and the terminal transitions) checks, in the same transaction, that
 the job is still ``running`` under the caller's ``lease_token``; a worker whose lease was
@@ -45,12 +52,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.app.db.models import Artifact, Job, MetricPoint, Preference, Run, utcnow
 from backend.app.db.session import session_scope
+from backend.app.redact import public_error
 
 __all__ = [
     "ACTIVE_STATES",
@@ -64,11 +72,13 @@ __all__ = [
     "enqueue",
     "fail",
     "finish",
+    "lock_run",
     "reap_expired",
     "record_artifact",
     "record_divergence",
     "record_metrics",
     "refresh_run_status",
+    "refund_attempt",
     "release",
     "renew",
     "renew_status",
@@ -80,8 +90,13 @@ log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
-#: Longest error text kept on a job (tracebacks are cut at the front, keeping the cause).
-MAX_ERROR_CHARS = 20_000
+#: The error of a job whose lease ran out (who held it is logged, not shown to users).
+LEASE_EXPIRED = "lease expired: its worker stopped renewing it (crashed, frozen or cut off)"
+#: The error of a job whose holder gave its attempt back after losing the database.
+OUTAGE_REFUNDED = (
+    "lease expired while its worker was cut off from the database; queued again "
+    "(not counted as an attempt)"
+)
 
 
 class LeaseStatus(enum.Enum):
@@ -170,6 +185,18 @@ def _lock_run(session: Session, run_id: int) -> _LockedRun | None:
     return None if row is None else _LockedRun(row.status, bool(row.cancel_requested))
 
 
+def lock_run(session: Session, run_id: int) -> bool:
+    """Make the caller the run's only writer until it commits; False if there is no such run.
+
+    PostgreSQL: ``SELECT … FOR NO KEY UPDATE`` on the run row (what every state change of
+    the run and its jobs takes first, so adding preferences, cancelling and the workers'
+    transitions of one run are serialised); SQLite: ``BEGIN IMMEDIATE`` (the single writer).
+    Read the run *after* this call to see its current state.
+    """
+    _begin_write(session)
+    return _lock_run(session, run_id) is not None
+
+
 def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """INSERT rows, skipping those that hit a unique constraint (``ON CONFLICT DO NOTHING``)."""
     dialect = postgresql if _dialect(session) == "postgresql" else sqlite
@@ -204,7 +231,12 @@ def enqueue(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    if run.cancel_requested:
+    with session.no_autoflush:
+        _begin_write(session)
+        locked = _lock_run(session, run.id)  # read under the lock: a cancel may just have won
+    if locked is None:
+        raise LookupError(f"run {run.id} does not exist")
+    if run.cancel_requested or locked.cancel_requested:
         raise ValueError(f"run {run.id} was cancelled; it takes no new jobs")
     with session.no_autoflush:
         rows = _preference_rows(session, run, preferences)
@@ -260,23 +292,38 @@ def _resolve_warm_start(
     return resolved
 
 
-def request_cancel(session: Session, run_id: int) -> None:
+def request_cancel(session: Session, run_id: int) -> bool:
     """Flag the run as cancelled: queued jobs are cancelled now, running ones by their worker.
 
     A supervisor sees the flag at its next renewal (every ``lease/3`` seconds), stops its
     training process (which writes a last checkpoint) and calls :func:`cancel_running`.
-    Idempotent; the caller commits. ``LookupError`` if the run does not exist.
+    A run whose jobs have all ended (finished or failed) is left as it is: there is nothing to
+    stop, and it keeps its status (and still takes new preference vectors). Returns whether
+    the run is (now) cancelled. Idempotent; runs under the run lock (:func:`lock_run`); the
+    caller commits. ``LookupError`` if the run does not exist.
     """
-    if _lock_run(session, run_id) is None:
+    _begin_write(session)
+    locked = _lock_run(session, run_id)
+    if locked is None:
         raise LookupError(f"run {run_id} does not exist")
-    run = session.get(Run, run_id)
-    assert run is not None  # locked above
-    run.cancel_requested = True
-    now = utcnow()
-    for job in session.scalars(select(Job).where(Job.run_id == run_id, Job.state == "queued")):
-        job.state = "cancelled"
-        job.finished_at = now
-    refresh_run_status(session, run_id)
+    if not locked.cancel_requested:
+        states = set(session.scalars(select(Job.state).where(Job.run_id == run_id).distinct()))
+        if states and not states & set(ACTIVE_STATES):
+            return False  # already over: cancelling would only relabel it
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session="evaluate")
+    )
+    session.execute(
+        update(Job)
+        .where(Job.run_id == run_id, Job.state == "queued")
+        .values(state="cancelled", finished_at=utcnow())
+        .execution_options(synchronize_session="evaluate")
+    )
+    _store_status(session, run_id, _LockedRun(locked.status, True))
+    return True
 
 
 def refresh_run_status(session: Session, run_id: int) -> str:
@@ -501,17 +548,29 @@ def finish(session_factory: SessionFactory, job_id: int, lease_token: int) -> bo
     return state is not None
 
 
-def fail(session_factory: SessionFactory, job_id: int, lease_token: int, error: str) -> str | None:
+def fail(
+    session_factory: SessionFactory,
+    job_id: int,
+    lease_token: int,
+    error: str,
+    *,
+    retry: bool = True,
+) -> str | None:
     """Record ``error``; the job is queued again while attempts remain, else it fails.
 
-    A job of a cancelled run becomes ``cancelled``. Returns the new state, or None when the
-    caller no longer holds the lease (nothing is written then).
+    ``retry=False``: the job fails now whatever its attempts (another try cannot succeed).
+    The stored text is what the run's owner sees, so it goes through
+    :func:`backend.app.redact.public_error` (no traceback frames, paths or host names). A job
+    of a cancelled run becomes ``cancelled``. Returns the new state, or None when the caller
+    no longer holds the lease (nothing is written then).
     """
-    text = error if len(error) <= MAX_ERROR_CHARS else "…" + error[-MAX_ERROR_CHARS:]
+    text = public_error(error)
 
     def values(session: Session, cancel: bool) -> dict[str, Any]:
         if cancel:
             return {"state": "cancelled", "error": text, "finished_at": _clock(session)}
+        if not retry:
+            return {"state": "failed", "error": text, "finished_at": _clock(session)}
         exhausted = Job.attempts >= Job.max_attempts
         return {
             "state": case((exhausted, "failed"), else_="queued"),
@@ -576,24 +635,85 @@ def reap_expired(session_factory: SessionFactory) -> int:
                 finished = case((exhausted, now), else_=None)
             changed = 0
             for row in (r for r in expired if r.run_id == run_id):
-                changed += session.execute(
+                count = session.execute(
                     update(Job)
                     .where(*_fenced(row.id, row.lease_token), Job.lease_expires_at < now)
                     .values(
                         state=state,
                         finished_at=finished,
-                        error=f"lease expired: worker {row.lease_owner} stopped renewing it",
+                        error=LEASE_EXPIRED,
+                        reaped_token=row.lease_token,
                         lease_owner=None,
                         lease_expires_at=None,
                     )
                     .execution_options(synchronize_session=False)
                 ).rowcount
+                if count:
+                    log.info(
+                        "job %s: the lease of %s (token %s) expired",
+                        row.id,
+                        row.lease_owner,
+                        row.lease_token,
+                    )
+                changed += count
             if changed:
                 reaped += changed
                 _store_status(session, run_id, locked)
     if reaped:
         log.info("reaped %d job(s) with expired leases", reaped)
     return reaped
+
+
+def refund_attempt(session_factory: SessionFactory, job_id: int, lease_token: int) -> bool:
+    """Give back the attempt of claim ``lease_token``: its holder lost the database.
+
+    The holder calls this once the database answers again, after it gave the job up because
+    it could not renew the lease (it wrote no outcome of its own). Two cases are refunded:
+
+    - the reaper ended the claim (``reaped_token`` is the claim's token): ``attempts`` goes
+      down by one, also when another worker has claimed the job since; a job the reaper
+      failed for it (its last attempt) is queued again, unless its run was cancelled;
+    - nobody reaped it yet (still ``running`` under the claim): it is handed back to the
+      queue like :func:`release` (cancelled if its run was).
+
+    Anything else (the claim ended by its holder's own finish, fail or release, or already
+    refunded) is left alone, so the call is idempotent. Returns whether an attempt was given
+    back.
+    """
+    with _write(session_factory) as session:
+        run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
+        locked = None if run_id is None else _lock_run(session, run_id)
+        if locked is None:
+            return False
+        ours = Job.lease_token == lease_token
+        reaped = Job.reaped_token == lease_token
+        abandoned = and_(ours, Job.state == "running")
+        revive = and_(ours, reaped, Job.state == "failed")
+        requeue = or_(abandoned, revive)
+        waiting = or_(requeue, and_(ours, reaped, Job.state == "queued"))
+        back = "cancelled" if locked.cancel_requested else "queued"
+        now = _clock(session)
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, or_(reaped, abandoned))
+            .values(
+                attempts=case((Job.attempts > 0, Job.attempts - 1), else_=0),
+                reaped_token=None,
+                state=case((requeue, back), else_=Job.state),
+                finished_at=case(
+                    (requeue, now if locked.cancel_requested else None), else_=Job.finished_at
+                ),
+                error=case((waiting, OUTAGE_REFUNDED), else_=Job.error),
+                lease_owner=case((abandoned, None), else_=Job.lease_owner),
+                lease_expires_at=case((abandoned, None), else_=Job.lease_expires_at),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed:
+            _store_status(session, run_id, locked)
+    if changed:
+        log.info("job %s: attempt of lease %s given back (database outage)", job_id, lease_token)
+    return bool(changed)
 
 
 # ---------------------------------------------------------------- worker side: fenced writes
@@ -722,7 +842,7 @@ def record_artifact(
 def drop_artifacts(
     session_factory: SessionFactory, job_id: int, lease_token: int, artifact_ids: Sequence[int]
 ) -> bool:
-    """Delete artifact rows of this job (files the engine pruned); fenced."""
+    """Delete artifact rows of this job (old or missing checkpoint files); fenced."""
     with _write(session_factory) as session:
         if _check_lease(session, job_id, lease_token) is None:
             return False

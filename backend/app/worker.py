@@ -22,7 +22,8 @@ Database outages do not stop the supervisor: every database call is retried with
 (connections are checked out with ``pool_pre_ping``). The child keeps training while the lease
 is still valid by the local monotonic clock — the lease cannot outlive ``lease_seconds`` after
 the last successful renewal returned — and the job is given up (child killed, nothing written)
-only once that time has certainly passed. The main thread reaps expired leases of all workers
+only once that time has certainly passed; when the database answers again the claim's attempt
+is given back, since the training did not fail. The main thread reaps expired leases of all workers
 periodically.
 """
 
@@ -62,6 +63,7 @@ class WorkerSettings(Protocol):
     heartbeat_seconds: float
     worker_poll_seconds: float
     download_data: bool
+    allow_dotted_problems: bool
 
     @property
     def artifact_root(self) -> Path: ...
@@ -183,6 +185,7 @@ def run_worker(
         poll_seconds=float(poll_interval or settings.worker_poll_seconds),
         stop=stop,
         download_data=bool(getattr(settings, "download_data", False)),
+        allow_dotted_problems=bool(getattr(settings, "allow_dotted_problems", False)),
     )
     restore = _install_signal_handlers(stop)
     try:

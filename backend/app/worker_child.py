@@ -9,13 +9,15 @@ Protocol (the supervisor is :mod:`backend.app.worker`):
   be someone else's by now), the child exits at once without writing anything more.
 - stdout: one JSON event per line (``start``, ``epoch``, ``checkpoint``, ``divergence``,
   ``finished``, ``stopped``, ``error``); anything else the process prints goes to stderr.
-- SIGTERM: stop between two batches (:class:`pmtl_core.training.TrainingStopped`); the last
+- SIGTERM: stop between two batches (:class:`pmtl_core.engine.TrainingStopped`); the last
   epoch's checkpoint stays on disk and ``stopped`` is reported.
 
 Checkpoints are trusted only through their artifact rows: the child resumes from the newest
 checkpoint whose SHA-256 matches its row; newer files in the directory (corrupt, or written
-after the last row was recorded) are renamed ``*.discarded`` so the engine neither loads nor
-prunes by them, and training replays from the resume point (or from scratch).
+after the last row was recorded) are renamed ``*.discarded`` so the engine does not load
+them, and training replays from the resume point (or from scratch). The child never deletes
+checkpoints (the engine runs with ``prune=False``): the supervisor deletes old ones once newer
+ones are recorded, keeping the newest ``keep_checkpoints`` recorded ones (sent in ``start``).
 """
 
 from __future__ import annotations
@@ -125,25 +127,36 @@ def discard_newer(checkpoint_dir: Path, epoch: int) -> list[str]:
     return discarded
 
 
+#: Options that belong to the worker's configuration, whatever the run's row says.
+WORKER_OPTIONS = ("download", "data_dir")
+
+
 def problem_options(spec: dict[str, Any]) -> dict[str, Any]:
-    """The run's problem options, plus ``download=True`` when the worker allows downloads
-    (``PMTL_DOWNLOAD_DATA``) and the problem has such an option (clients cannot set it)."""
+    """The run's problem options with the worker's own say on data: ``download`` is the
+    worker's ``PMTL_DOWNLOAD_DATA`` for problems that have the option, and the data root is
+    the worker's (``PMTL_DATA_DIR``); values of these stored with the run are ignored."""
     from pmtl_core.problems import REGISTRY
 
-    options = dict(spec["problem_options"])
+    options = {k: v for k, v in spec["problem_options"].items() if k not in WORKER_OPTIONS}
     entry = REGISTRY.get(spec["problem"])
-    if spec.get("download_data") and entry and "download" in entry.Options.model_fields:
-        options.setdefault("download", True)
+    if entry is not None and "download" in entry.Options.model_fields:
+        options["download"] = bool(spec.get("download_data"))
     return options
 
 
 def run_job(spec: dict[str, Any], events: _Events, should_stop: Any) -> None:
     """Rebuild the job from ``spec`` and train it, reporting through ``events``."""
     from pmtl_core.config import make_config
+    from pmtl_core.engine import train
     from pmtl_core.problems import REGISTRY, get_problem
-    from pmtl_core.training import train
 
-    problem = get_problem(spec["problem"], problem_options(spec))
+    # A dotted path is imported only when the operator allowed it (the supervisor refuses
+    # such jobs before they get here; this is the second line of defence).
+    problem = get_problem(
+        spec["problem"],
+        problem_options(spec),
+        allow_user_defined=bool(spec.get("allow_dotted_problems")),
+    )
     defaults = REGISTRY[spec["problem"]].default_config if spec["problem"] in REGISTRY else {}
     config = make_config(
         defaults,
@@ -160,7 +173,14 @@ def run_job(spec: dict[str, Any], events: _Events, should_stop: Any) -> None:
         for source in spec["init_from"]:
             found = None if source is None else choose_checkpoint(source["checkpoints"])
             init_from.append(None if found is None else (found["path"], source["position"]))
-    events.send({"type": "start", "resume_epoch": resume_epoch, "discarded": discarded})
+    events.send(
+        {
+            "type": "start",
+            "resume_epoch": resume_epoch,
+            "discarded": discarded,
+            "keep_checkpoints": config.keep_checkpoints,
+        }
+    )
     train(
         problem,
         spec["method"],
@@ -174,6 +194,9 @@ def run_job(spec: dict[str, Any], events: _Events, should_stop: Any) -> None:
         init_from=init_from,
         should_stop=should_stop,
         meta=spec.get("meta", {}),
+        # Old checkpoints are deleted by the supervisor once it has recorded newer ones: the
+        # engine pruning them itself could delete every checkpoint the database knows of.
+        prune=False,
     )
 
 
@@ -217,7 +240,7 @@ def main() -> int:
     spec = json.loads(line)
     _Lifeline(sys.stdin, float(spec["lease_seconds"])).start()
     try:
-        from pmtl_core.training import TrainingStopped
+        from pmtl_core.engine import TrainingStopped
 
         run_job(spec, events, stop.is_set)
     except TrainingStopped as stopped:

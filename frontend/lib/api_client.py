@@ -232,19 +232,26 @@ class ApiClient:
 
     # ------------------------------------------------------------ models
 
-    def model_file(self, run_id: int, pref_id: int) -> Download:
-        """The chosen model's weights (safetensors bytes)."""
-        response = self._request("GET", f"/runs/{run_id}/solutions/{pref_id}/model")
-        epoch = response.headers.get("x-pmtl-epoch")
+    def model_file(self, run_id: int, pref_id: int, epoch: int | None = None) -> Download:
+        """The chosen model's weights (safetensors bytes): the newest, or those of ``epoch``.
+
+        ``Download.epoch`` names the checkpoint; pass it to :meth:`model_config` so that the
+        config belongs to the same one (training may have moved on in between)."""
+        params = {} if epoch is None else {"epoch": epoch}
+        response = self._request("GET", f"/runs/{run_id}/solutions/{pref_id}/model", params=params)
+        served = response.headers.get("x-pmtl-epoch")
         return Download(
             content=response.content,
             filename=_filename(response, f"run{run_id}-pref{pref_id}.safetensors"),
-            epoch=int(epoch) if epoch and epoch.isdigit() else None,
+            epoch=int(served) if served and served.isdigit() else None,
         )
 
-    def model_config(self, run_id: int, pref_id: int) -> dict[str, Any]:
-        """The JSON config that rebuilds the chosen model with ``pmtl_core``."""
-        return dict(self._request("GET", f"/runs/{run_id}/solutions/{pref_id}/config").json())
+    def model_config(self, run_id: int, pref_id: int, epoch: int | None = None) -> dict[str, Any]:
+        """The JSON config that rebuilds the chosen model with ``pmtl_core``: the newest, or
+        that of ``epoch`` (the ``Download.epoch`` of the weights)."""
+        params = {} if epoch is None else {"epoch": epoch}
+        path = f"/runs/{run_id}/solutions/{pref_id}/config"
+        return dict(self._request("GET", path, params=params).json())
 
 
 def _ref(ref: Sequence[float] | None) -> str | None:

@@ -67,6 +67,9 @@ class Method(_Model):
     needs_gradients: bool = True
     couples_subproblems: bool = False
     warm_startable: bool = False
+    variant_of: str | None = None
+    learns_pareto_set: bool = False
+    problem_kinds: list[str] = Field(default_factory=lambda: ["function", "dataset"])
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 

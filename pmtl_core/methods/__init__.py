@@ -23,6 +23,8 @@ from pmtl_core.methods.mgda import MGDA, MGDAParams
 from pmtl_core.methods.mgda_ub import MGDAUB, MGDAUBParams
 from pmtl_core.methods.mt2o import MT2O, MT2OParams
 from pmtl_core.methods.pareto_mtl import ParetoMTL, ParetoMTLParams
+from pmtl_core.methods.pareto_mtl_restore import ParetoMTLRestore, ParetoMTLRestoreParams
+from pmtl_core.methods.psl import PSL, PSLParams
 from pmtl_core.methods.single_task import SingleTask, SingleTaskParams
 from pmtl_core.methods.uncertainty import Uncertainty, UncertaintyParams
 
@@ -31,6 +33,7 @@ __all__ = [
     "MGDA",
     "MGDAUB",
     "MT2O",
+    "PSL",
     "REGISTRY",
     "EPOParams",
     "GradNorm",
@@ -43,8 +46,11 @@ __all__ = [
     "MT2OParams",
     "Method",
     "MethodParams",
+    "PSLParams",
     "ParetoMTL",
     "ParetoMTLParams",
+    "ParetoMTLRestore",
+    "ParetoMTLRestoreParams",
     "SingleTask",
     "SingleTaskParams",
     "Uncertainty",
@@ -55,7 +61,19 @@ __all__ = [
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (ParetoMTL, MGDA, MGDAUB, Linear, EPO, MT2O, GradNorm, Uncertainty, SingleTask)
+    for cls in (
+        ParetoMTL,
+        ParetoMTLRestore,
+        MGDA,
+        MGDAUB,
+        Linear,
+        EPO,
+        MT2O,
+        PSL,
+        GradNorm,
+        Uncertainty,
+        SingleTask,
+    )
 }
 
 
@@ -78,6 +96,9 @@ def describe_methods() -> list[dict[str, Any]]:
             "needs_gradients": cls.needs_gram,
             "couples_subproblems": cls.couples_subproblems,
             "warm_startable": cls.warm_startable,
+            "variant_of": cls.variant_of,
+            "learns_pareto_set": cls.learns_pareto_set,
+            "problem_kinds": list(cls.problem_kinds),
             "hyperparameters": cls.Params.model_json_schema(),
         }
         for cls in REGISTRY.values()

@@ -44,6 +44,16 @@ class Method(ABC):
     - ``couples_subproblems``: whether the K subproblems exchange parameters (see :meth:`mixing`),
       so they must be trained together in one job.
     - ``warm_startable``: whether a new preference vector may start from a neighbour's model.
+    - ``gram_params``: which parameters the per-task gradients (and so the Gram matrices) cover
+      on data sets: ``shared`` (the encoder) or ``all`` (every parameter a task reaches, its own
+      head included, as Pareto MTL's reference code does).
+    - ``shared_init``: whether the K models must start from one initialisation (MT2O transfers
+      parameters between them, which only makes sense for models of one origin).
+    - ``variant_of``: ``None`` for a method as its paper describes it; otherwise the name of the
+      method it changes (a named variant, with its own evidence in docs/results.md).
+    - ``learns_pareto_set``: one preference-conditioned model for the whole front (``psl``)
+      instead of one model per preference vector.
+    - ``problem_kinds``: the kinds of problem (``function``, ``dataset``) the method trains.
     """
 
     name: ClassVar[str]
@@ -53,6 +63,11 @@ class Method(ABC):
     uses_preferences: ClassVar[bool] = True
     couples_subproblems: ClassVar[bool] = False
     warm_startable: ClassVar[bool] = True
+    gram_params: ClassVar[Literal["shared", "all"]] = "shared"
+    shared_init: ClassVar[bool] = False
+    variant_of: ClassVar[str | None] = None
+    learns_pareto_set: ClassVar[bool] = False
+    problem_kinds: ClassVar[tuple[str, ...]] = ("function", "dataset")
     # names of tensor attributes that make up the method's state (checkpointed and restored)
     _state: ClassVar[tuple[str, ...]] = ()
 
@@ -85,6 +100,14 @@ class Method(ABC):
         self.n_subproblems, self.n_tasks = k, m
         self.step_count = torch.zeros((), dtype=torch.long, device=self.preferences.device)
 
+    def bind(self, *, steps_per_epoch: int, total_steps: int, dataset: bool) -> None:
+        """Learn the run's length before the first step (budgets counted in iterations).
+
+        ``steps_per_epoch``: iterations per epoch; ``total_steps``: iterations of the whole run;
+        ``dataset``: a data-set problem (else a function problem). Most methods ignore it.
+        """
+        del steps_per_epoch, total_steps, dataset
+
     @property
     def grad_target(self) -> GradTarget:
         """What the per-task gradients are taken with respect to: all shared parameters, or the
@@ -113,9 +136,11 @@ class Method(ABC):
     def forward(self, losses: Tensor, gram: Tensor | None) -> Tensor:
         """Task weights ``(K, m)`` from losses ``(K, m)`` and Gram matrices ``(K, m, m)``."""
 
-    def mixing(self, epoch: int, total_epochs: int) -> Tensor | None:
-        """A row-stochastic ``(K, K)`` matrix to mix the K parameter sets with after an update,
+    def mixing(self, step: int, total_steps: int) -> Tensor | None:
+        """A row-stochastic ``(K, K)`` matrix ``M``: iteration ``step`` of ``total_steps`` moves
+        the K parameter sets to ``M θ - lr · d`` (the step from the gradients taken at ``θ``),
         or ``None`` for independent subproblems (every method but MT2O)."""
+        del step, total_steps
         return None
 
     def state_dict(self) -> dict[str, Tensor]:

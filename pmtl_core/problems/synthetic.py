@@ -62,7 +62,7 @@ class ConcaveProblem(FunctionProblem):
             mid = (lo + hi) / 2
             f = self._front_at(mid)
             ang = torch.atan2(f[:, 1], f[:, 0])
-            go_up = ang > target  # angle decreases as t grows
+            go_up = ang < target  # the angle grows with t, from 0 at t = -1 to pi/2 at t = 1
             lo = torch.where(go_up, mid, lo)
             hi = torch.where(go_up, hi, mid)
         return self._front_at((lo + hi) / 2).float()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,7 @@ from backend.app.db.models import (
     Preference,
     Run,
     User,
+    utcnow,
 )
 from backend.app.db.session import create_db_engine, make_session_factory, session_scope
 from tests.conftest import require
@@ -220,3 +222,17 @@ def bulk_queue(factory: sessionmaker[Session], *, runs: int, jobs_per_run: int) 
             )
             job_ids += [job.id for job in jobs]
         return job_ids
+
+
+def expire_lease(factory: sessionmaker[Session], job_id: int, *, ago: float = 3600.0) -> None:
+    """End a job's lease by moving its expiry (and last heartbeat) ``ago`` seconds into the
+    past, instead of waiting for a real lease to run out: fault tests stay deterministic
+    however loaded the machine is."""
+    past = utcnow() - timedelta(seconds=ago)
+    with session_scope(factory) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_expires_at.is_not(None))
+            .values(lease_expires_at=past, heartbeat_at=past)
+            .execution_options(synchronize_session=False)
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,29 @@ from backend.app.db.models import Artifact
 from backend.app.db.session import session_scope
 from backend.app.storage import ArtifactStore, file_sha256
 from backend.app.worker import run_worker
+
+
+@contextmanager
+def cpu_load(processes: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Keep every core busy while the block runs: ``processes`` (default: one per core) busy
+    loops under one shell in their own process group, killed by that group's id at exit."""
+    n = processes or os.cpu_count() or 2
+    loop = f"{sys.executable} -c 'while True: pass'"
+    script = " ".join([f"{loop} &"] * n) + " wait"
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        start_new_session=True,  # a group of its own: killpg below reaches only the burners
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(psutil.Process(proc.pid).children()) >= n, 10, "the CPU burners")
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
 
 #: Tiny training set-ups of the synthetic ``concave`` problem (steps are ~30 ms on 2 CPU cores).
 QUICK = {"epochs": 4, "steps_per_epoch": 4}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import re
+import string
 from pathlib import Path
 
 import pytest
@@ -52,14 +56,44 @@ def test_readyz_is_false_before_migrations_and_true_after(empty_db_url: str, tmp
         assert client.get("/api/v1/runs", headers={"Authorization": "Bearer x"}).status_code == 401
 
 
-def test_readyz_reports_an_unreachable_database(tmp_path: Path):
-    url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+def test_readyz_reports_an_unreachable_database(tmp_path: Path, caplog):
+    url = "postgresql+psycopg://pmtl:s3cret@127.0.0.1:1/nowhere?connect_timeout=2"
     app = create_app(Settings(_env_file=None, database_url=url, home=tmp_path))
+    caplog.set_level(logging.WARNING, logger="backend")
     with TestClient(app) as client:
         response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["database"] is False
-        assert client.get("/api/v1/me", headers={"Authorization": "Bearer x"}).status_code == 503
+        body = response.json()
+        assert body["database"] is False
+        assert body["detail"] == "the database is unreachable"
+        # Nothing about the driver, the server's address or the credentials reaches the client…
+        for secret in ("127.0.0.1", "psycopg", "s3cret", "pmtl", "nowhere", "port", "connection"):
+            assert secret not in response.text.lower(), secret
+        me = client.get("/api/v1/me", headers={"Authorization": "Bearer x"})
+        assert me.status_code == 503 and "127.0.0.1" not in me.text
+    # …but the operator finds the real error in the log.
+    assert "127.0.0.1" in caplog.text and "s3cret" not in caplog.text
+
+
+#: Every HTTP method token that gets a label of its own; anything else is ``OTHER``.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
+
+
+def test_unknown_http_methods_share_one_metrics_label(api: Api):
+    rng = random.Random(0)
+    tokens = {"".join(rng.choices(string.ascii_letters, k=rng.randint(3, 12))) for _ in range(80)}
+    for token in sorted(tokens):
+        response = api.client.request(token, "/api/v1/runs", headers=api.headers())
+        assert response.status_code < 500, (token, response.status_code)
+        api.client.request(token, f"/nowhere/{token}")
+    api.get("/runs")
+    api.client.options("/api/v1/runs")
+    text = api.client.get("/metrics").text
+    methods = set(re.findall(r'_count\{method="([^"]*)"', text))
+    assert methods <= KNOWN_METHODS | {"OTHER"}, sorted(methods - KNOWN_METHODS)[:5]
+    assert {"GET", "OPTIONS", "OTHER"} <= methods
+    series = re.findall(r"^pmtl_http_request_duration_seconds_count\{.*$", text, re.MULTILINE)
+    assert len(series) < 20, series
 
 
 def test_metrics_exposes_queue_gauge_job_counters_and_latency_histogram(api: Api):

@@ -13,9 +13,9 @@ from backend.app import queue
 from backend.app.db.models import Artifact
 from backend.app.db.session import session_scope
 from pmtl_core import checkpoints
+from pmtl_core.engine import train
 from pmtl_core.export import load_model
 from pmtl_core.problems.registry import get_problem
-from pmtl_core.training import train
 from tests.backend._api import Api
 
 
@@ -113,3 +113,73 @@ def test_model_routes_are_404_for_unknown_or_foreign_ids(api: Api):
     assert api.get(f"/runs/999/solutions/{pref}/model").status_code == 404
     exported = json.dumps(api.get(f"/runs/{run['id']}/solutions/{pref}/config").json())
     assert "no checkpoint" in exported
+
+
+def _record_checkpoint(api: Api, claim: queue.Claim, path: Path, epoch: int) -> None:
+    store = api.app.state.store
+    assert queue.record_artifact(
+        api.factory,
+        claim.job_id,
+        claim.lease_token,
+        kind="checkpoint",
+        epoch=epoch,
+        path=store.relative(path),
+        sha256=checkpoints.sha256(path),
+        size=path.stat().st_size,
+    )
+
+
+def _trained_checkpoints(api: Api, run: dict, claim: queue.Claim) -> list[Path]:
+    """Train the claimed job for two epochs; record nothing yet."""
+    directory = api.app.state.store.checkpoint_dir(claim.run_id, claim.job_id)
+    vectors = [p["vector"] for p in run["preferences"] if p["job_id"] == claim.job_id]
+    train(
+        get_problem(run["problem"]),
+        run["method"],
+        torch.tensor(vectors),
+        {"epochs": 2, "steps_per_epoch": 3, "device": "cpu", "keep_checkpoints": 5},
+        checkpoint_dir=directory,
+        meta={"problem_options": run["problem_options"]},
+    )
+    return checkpoints.list_checkpoints(directory)
+
+
+def test_the_config_can_be_pinned_to_the_checkpoint_of_the_downloaded_weights(api: Api):
+    run = api.create_run(preferences={"count": 2}, training={"epochs": 2})
+    rid, pref = run["id"], run["preferences"][1]["id"]
+    claim = api.claim()
+    first, second = _trained_checkpoints(api, run, claim)
+    _record_checkpoint(api, claim, first, 1)
+    base = f"/runs/{rid}/solutions/{pref}"
+
+    weights = api.get(f"{base}/model")
+    assert weights.status_code == 200
+    assert weights.headers["x-pmtl-epoch"] == "1"
+    # Training goes on: a newer checkpoint lands between the two requests.
+    _record_checkpoint(api, claim, second, 2)
+
+    pinned = api.get(f"{base}/config", params={"epoch": weights.headers["x-pmtl-epoch"]})
+    assert pinned.status_code == 200, pinned.text
+    config = pinned.json()
+    assert config["epoch"] == 1
+    assert pinned.headers["x-pmtl-epoch"] == "1"
+    assert f'"{pinned.headers["x-pmtl-weights-sha256"]}"' == weights.headers["etag"]
+    expected = load_safetensors(weights.content)["x"]
+    assert torch.equal(load_model(config, weights.content)().detach(), expected)
+    # The weights of epoch 1 are what the epoch-1 checkpoint holds for this model.
+    state = checkpoints.load(first)
+    assert torch.equal(state["trainer"]["x"][1], expected)
+
+    # Unpinned, both routes move on to the newest checkpoint (the documented contract) …
+    assert api.get(f"{base}/config").json()["epoch"] == 2
+    newest = api.get(f"{base}/model")
+    assert newest.headers["x-pmtl-epoch"] == "2" and newest.content != weights.content
+    # … and the weights can be pinned too.
+    again = api.get(f"{base}/model", params={"epoch": 1})
+    assert again.status_code == 200 and again.content == weights.content
+    assert again.headers["etag"] == weights.headers["etag"]
+    # An epoch this model has no checkpoint of is a 404 that says so.
+    missing = api.get(f"{base}/config", params={"epoch": 7})
+    assert missing.status_code == 404
+    assert "epoch 7" in missing.json()["detail"]
+    assert api.get(f"{base}/config", params={"epoch": -1}).status_code == 422

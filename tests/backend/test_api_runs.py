@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 
+from backend.app import queue
+from backend.app.api import validation
+from backend.app.db.models import Job, Run
+from backend.app.db.session import session_scope
 from tests.backend._api import Api, run_payload
 
 
@@ -286,3 +298,245 @@ def test_unknown_routes_and_methods_answer_json(api: Api):
     assert wrong.status_code == 405 and "detail" in wrong.json()
     huge_id = api.get(f"/runs/{2**70}")
     assert huge_id.status_code == 422
+
+
+# ---------------------------------------------------------------- non-finite numbers, fuzzed
+
+#: Number tokens JSON does not have; Python's parser reads them as NaN and ±inf.
+NON_FINITE = ("NaN", "Infinity", "-Infinity", "1e400", "-1e400")
+
+
+class _Raw(str):
+    """A token written into the JSON text verbatim (``NaN``, ``1e400``, …)."""
+
+
+def _json_text(value: Any) -> str:
+    """JSON text of ``value``; :class:`_Raw` tokens appear as they are."""
+    if isinstance(value, _Raw):
+        return str(value)
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k)}: {_json_text(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _slots(value: Any) -> list[tuple[Any, Any]]:
+    """Every place a value can be put: existing dict entries and list items, a new key of
+    every dict and a new last item of every list (recursively)."""
+    out: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        out.append((value, "__new__"))
+        for key, item in value.items():
+            out.append((value, key))
+            out += _slots(item)
+    elif isinstance(value, list):
+        out.append((value, len(value)))
+        for i, item in enumerate(value):
+            out.append((value, i))
+            out += _slots(item)
+    return out
+
+
+_non_finite = st.sampled_from(NON_FINITE).map(_Raw)
+_wrong_type = st.one_of(
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@st.composite
+def _broken_body(draw: st.DrawFn, base: dict[str, Any]) -> Any:
+    """``base`` with missing fields, wrong types and unknown keys, plus non-finite numbers."""
+    if draw(st.integers(0, 9)) == 0:  # now and then not even an object
+        return draw(st.lists(st.one_of(_non_finite, _wrong_type), min_size=1, max_size=3))
+    body = copy.deepcopy(base)
+    for change in draw(st.lists(st.sampled_from(["drop", "retype", "unknown"]), max_size=3)):
+        keys = sorted(body)
+        if change == "drop" and keys:
+            del body[draw(st.sampled_from(keys))]
+        elif change == "retype" and keys:
+            body[draw(st.sampled_from(keys))] = draw(_wrong_type)
+        else:
+            body[draw(st.text(min_size=1, max_size=8))] = draw(st.one_of(_wrong_type, _non_finite))
+    for _ in range(draw(st.integers(1, 3))):  # at least one non-finite number somewhere
+        container, key = draw(st.sampled_from(_slots(body)))
+        token = draw(_non_finite)
+        if isinstance(container, list) and key == len(container):
+            container.append(token)
+        elif key == "__new__":
+            container[draw(st.text(min_size=1, max_size=8))] = token
+        else:
+            container[key] = token
+    return body
+
+
+def _refuse_constant(token: str) -> None:
+    raise AssertionError(f"the response is not strict JSON: it contains {token}")
+
+
+@pytest.mark.parametrize("route", ["runs", "preferences"])
+def test_non_finite_numbers_mixed_with_other_errors_never_make_a_server_error(api: Api, route):
+    run = api.create_run()
+    path = "/api/v1/runs" if route == "runs" else f"/api/v1/runs/{run['id']}/preferences"
+    base = run_payload() if route == "runs" else {"vectors": [[1.0, 1.0], [1.0, 2.0]]}
+    headers = {**api.headers(), "Content-Type": "application/json"}
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(body=_broken_body(base))
+    def check(body: Any) -> None:
+        text = _json_text(body)
+        response = api.client.post(path, content=text, headers=headers)
+        assert 400 <= response.status_code < 500, (text, response.status_code, response.text)
+        # Strict JSON (no NaN/Infinity echoed back) with the reason in `detail`.
+        payload = json.loads(response.text, parse_constant=_refuse_constant)
+        assert payload["detail"], text
+
+    check()
+    assert api.get(f"/runs/{run['id']}").json()["n_preferences"] == 3  # nothing was added
+
+
+# ---------------------------------------------------------------- cancel of a finished run
+
+
+@pytest.mark.parametrize("outcome", ["finished", "failed"])
+def test_cancelling_a_finished_or_failed_run_is_a_no_op(api: Api, outcome: str):
+    run = api.create_run()
+    rid = run["id"]
+    for _ in range(1 if outcome == "finished" else run["jobs"][0]["max_attempts"]):
+        claim = api.claim()
+        if outcome == "finished":
+            api.finish(claim)
+        else:
+            queue.fail(api.factory, claim.job_id, claim.lease_token, "boom")
+    before = api.get(f"/runs/{rid}").json()
+    assert before["status"] == outcome
+
+    response = api.post(f"/runs/{rid}/cancel")
+    assert response.status_code == 200
+    assert response.json() == before  # the run as it was: same status, jobs and times
+    assert api.get(f"/runs/{rid}").json() == before
+    # It was never cancelled, so it still takes new preference vectors.
+    added = api.post(f"/runs/{rid}/preferences", {"vectors": [[1.0, 1.0]]})
+    assert added.status_code == 201, added.text
+    assert added.json()["status"] == "queued"
+
+
+# ---------------------------------------------------------------- add preferences vs cancel
+
+
+def _assert_no_active_job_on_a_cancelled_run(api: Api) -> None:
+    with session_scope(api.factory) as session:
+        rows = session.execute(
+            select(Run.id, Run.status, Run.cancel_requested, Job.id, Job.state).join(
+                Job, Job.run_id == Run.id
+            )
+        ).all()
+    for run_id, status, cancel, job_id, state in rows:
+        if cancel or status == "cancelled":
+            assert state not in ("queued", "running"), (
+                f"job {job_id} is {state} on run {run_id} ({status}, cancel={cancel})"
+            )
+            assert status == "cancelled", (run_id, status)
+
+
+def test_preferences_added_while_a_cancel_runs_never_stay_queued(api: Api, monkeypatch):
+    """The interleaving that used to lose: the cancel commits after add-preferences read the
+    run and before it enqueued the new job."""
+    run = api.create_run()
+    rid = run["id"]
+    real = validation.preference_vectors
+    reading = threading.Event()
+    cancel_answered = threading.Event()
+
+    def slow_preference_vectors(**kwargs: Any) -> list[list[float]]:
+        vectors = real(**kwargs)
+        reading.set()
+        # Unlocked, the cancel completes now; with the run locked it has to wait for us.
+        cancel_answered.wait(2.0)
+        return vectors
+
+    monkeypatch.setattr(validation, "preference_vectors", slow_preference_vectors)
+    answers: dict[str, Any] = {}
+
+    def add() -> None:
+        answers["add"] = api.post(f"/runs/{rid}/preferences", {"vectors": [[1.0, 1.0]]})
+
+    def cancel() -> None:
+        assert reading.wait(30)
+        answers["cancel"] = api.post(f"/runs/{rid}/cancel")
+        cancel_answered.set()
+
+    threads = [threading.Thread(target=add), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers["cancel"].status_code == 200, answers["cancel"].text
+    assert answers["add"].status_code in (201, 409), answers["add"].text
+    _assert_no_active_job_on_a_cancelled_run(api)
+    final = api.get(f"/runs/{rid}").json()
+    assert final["status"] == "cancelled"
+    assert {j["state"] for j in final["jobs"]} == {"cancelled"}
+
+
+def test_concurrent_adds_and_cancels_leave_no_queued_job_on_a_cancelled_run(api: Api):
+    runs = [api.create_run(preferences={"count": 1})["id"] for _ in range(6)]
+    statuses: list[int] = []
+
+    def add(rid: int, i: int) -> None:
+        statuses.append(
+            api.post(f"/runs/{rid}/preferences", {"vectors": [[1.0, float(i + 1)]]}).status_code
+        )
+
+    def cancel(rid: int) -> None:
+        statuses.append(api.post(f"/runs/{rid}/cancel").status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = []
+        for rid in runs:
+            futures += [pool.submit(add, rid, i) for i in range(3)]
+            futures.insert(len(futures) - 1, pool.submit(cancel, rid))
+        for future in futures:
+            future.result(timeout=120)
+    assert set(statuses) <= {200, 201, 409}, statuses
+    _assert_no_active_job_on_a_cancelled_run(api)
+    for rid in runs:
+        detail = api.get(f"/runs/{rid}").json()
+        assert detail["status"] == "cancelled"
+        # Indices stay unique and dense: concurrent adds did not collide.
+        assert [p["index"] for p in detail["preferences"]] == list(range(detail["n_preferences"]))
+
+
+def test_methods_list_the_paper_methods_and_the_named_variant_apart(api: Api):
+    methods = {m["name"]: m for m in api.get("/methods").json()}
+    assert methods["pareto_mtl"]["variant_of"] is None
+    variant = methods["pareto_mtl_restore"]
+    assert variant["variant_of"] == "pareto_mtl"
+    assert "not the paper" in variant["summary"]
+    # the paper's Pareto MTL has no switches back to the variant's rules
+    props = methods["pareto_mtl"]["hyperparameters"]["properties"]
+    assert set(props) == {"eps", "init_steps", "normalization", "grad_wrt"}
+    assert "margin" in variant["hyperparameters"]["properties"]
+
+
+def test_a_method_refuses_a_kind_of_problem_it_does_not_train(api: Api):
+    methods = {m["name"]: m for m in api.get("/methods").json()}
+    assert methods["psl"]["problem_kinds"] == ["function"]
+    assert methods["psl"]["learns_pareto_set"] is True
+    body = run_payload(method="psl", problem="penguins", preferences={"count": 3})
+    response = api.post("/runs", json=body)
+    assert response.status_code == 422
+    assert "function problems" in response.text and "penguins" in response.text
+    assert api.create_run(method="psl", preferences={"count": 3})["method"] == "psl"

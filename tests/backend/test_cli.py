@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,46 @@ def test_user_token_and_revoke(cli, tmp_path: Path):
     finally:
         engine.dispose()
     assert cli("user", "list").stdout.splitlines() == ["1\tcy\tuser\t0 token(s)"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_up_does_not_print_the_database_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from backend import up
+
+    url = "postgresql://pmtl:s3cret-pw@db.example:5432/pmtl"
+    monkeypatch.setenv("PMTL_DATABASE_URL", url)
+    migrated: list[str] = []
+    monkeypatch.setattr("backend.app.db.migrate.upgrade", migrated.append)
+    monkeypatch.setattr(up, "admin_token", lambda settings: "pmtl_admin")
+    monkeypatch.setattr(up.Service, "start", lambda self: None)
+    monkeypatch.setattr(up.Service, "stop", lambda self: None)
+
+    def not_ready(url: str, timeout: float, alive) -> None:
+        raise RuntimeError("the API did not become ready within 90 s")
+
+    monkeypatch.setattr(up, "wait_for_api", not_ready)
+    app = typer.Typer()
+    up.register(app)
+    app.command()(lambda: None)  # a second command, so `up` is invoked by name
+    result = CliRunner().invoke(
+        app,
+        [
+            "up",
+            "--home",
+            str(tmp_path / "home"),
+            "--api-port",
+            str(_free_port()),
+            "--ui-port",
+            str(_free_port()),
+        ],
+    )
+    output = result.stdout + result.stderr
+    assert result.exit_code == 1, output
+    assert migrated == ["postgresql+psycopg://pmtl:s3cret-pw@db.example:5432/pmtl"]
+    assert "s3cret-pw" not in output
+    assert "database: postgresql+psycopg://pmtl:***@db.example:5432/pmtl" in output

@@ -6,8 +6,8 @@ points, seq ordering under concurrent writers, cancellation and the derived run 
 
 from __future__ import annotations
 
+import socket
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +20,7 @@ from tests.backend._queue_helpers import (
     DIALECTS,
     clear,
     database,
+    expire_lease,
     job_row,
     make_run,
     metric_rows,
@@ -175,12 +176,12 @@ class TestLeases:
 
     def test_expired_lease_is_reaped_and_reclaimed(self, factory):
         run_id, (job_id,) = make_run(factory)
-        old = _claim(factory, worker="old", lease=0.5)
+        old = _claim(factory, worker="old")
         assert queue.reap_expired(factory) == 0  # not expired yet
-        time.sleep(0.8)
+        expire_lease(factory, job_id)
         assert queue.reap_expired(factory) == 1
         job = job_row(factory, job_id)
-        assert job.state == "queued" and "old" in job.error
+        assert job.state == "queued" and job.error.startswith("lease expired")
         assert run_status(factory, run_id) == "queued"
         new = _claim(factory, worker="new")
         assert (new.attempts, new.lease_token) == (2, old.lease_token + 1)
@@ -188,27 +189,118 @@ class TestLeases:
 
     def test_reaping_the_last_attempt_fails_the_job(self, factory):
         run_id, (job_id,) = make_run(factory, max_attempts=1)
-        _claim(factory, lease=0.3)
-        time.sleep(0.5)
+        _claim(factory)
+        expire_lease(factory, job_id)
         assert queue.reap_expired(factory) == 1
         assert job_row(factory, job_id).state == "failed"
         assert run_status(factory, run_id) == "failed"
 
     def test_an_expired_but_unreaped_lease_can_still_be_renewed(self, factory):
         _, (job_id,) = make_run(factory)
-        claimed = _claim(factory, lease=0.3)
-        time.sleep(0.5)
+        claimed = _claim(factory)
+        expire_lease(factory, job_id)
         assert queue.renew(factory, job_id, claimed.lease_token, lease_seconds=LEASE)
         assert queue.reap_expired(factory) == 0
+
+
+class TestOutages:
+    """A holder that lost the database gives the claim's attempt back (``refund_attempt``)."""
+
+    def test_the_reaper_keeps_host_names_out_of_the_stored_error(self, factory):
+        host = socket.gethostname()
+        _, (job_id,) = make_run(factory)
+        _claim(factory, worker=f"{host}:4242/cpu#0")
+        expire_lease(factory, job_id)
+        assert queue.reap_expired(factory) == 1
+        job = job_row(factory, job_id)
+        assert job.error.startswith("lease expired") and host not in job.error
+
+    def test_a_reaped_last_attempt_is_revived_and_not_counted(self, factory):
+        run_id, (job_id,) = make_run(factory, max_attempts=1)
+        claimed = _claim(factory)
+        expire_lease(factory, job_id)
+        assert queue.reap_expired(factory) == 1
+        assert job_row(factory, job_id).state == "failed"
+        assert queue.refund_attempt(factory, job_id, claimed.lease_token)
+        job = job_row(factory, job_id)
+        assert (job.state, job.attempts, job.finished_at) == ("queued", 0, None)
+        assert "database" in job.error
+        assert run_status(factory, run_id) == "queued"
+        # Idempotent: a retried call (its answer lost in a new outage) changes nothing.
+        assert not queue.refund_attempt(factory, job_id, claimed.lease_token)
+        assert job_row(factory, job_id).attempts == 0
+        assert _claim(factory).attempts == 1
+
+    def test_an_abandoned_claim_that_was_not_reaped_yet_goes_back_to_the_queue(self, factory):
+        run_id, (job_id,) = make_run(factory)
+        claimed = _claim(factory)
+        assert queue.refund_attempt(factory, job_id, claimed.lease_token)
+        job = job_row(factory, job_id)
+        assert (job.state, job.attempts, job.lease_owner, job.lease_expires_at) == (
+            "queued",
+            0,
+            None,
+            None,
+        )
+        assert run_status(factory, run_id) == "queued"
+        assert not queue.refund_attempt(factory, job_id, claimed.lease_token)
+        assert job_row(factory, job_id).attempts == 0
+        # The old holder's lease is over: it can neither renew nor write.
+        assert not queue.renew(factory, job_id, claimed.lease_token, lease_seconds=LEASE)
+
+    def test_a_claim_reaped_and_taken_over_meanwhile_is_uncounted_too(self, factory):
+        _, (job_id,) = make_run(factory, max_attempts=3)
+        first = _claim(factory, worker="cut-off")
+        expire_lease(factory, job_id)
+        assert queue.reap_expired(factory) == 1
+        second = _claim(factory, worker="other")
+        assert second.attempts == 2
+        assert queue.refund_attempt(factory, job_id, first.lease_token)
+        job = job_row(factory, job_id)
+        assert (job.state, job.attempts, job.lease_owner) == ("running", 1, "other")
+        assert queue.renew(factory, job_id, second.lease_token, lease_seconds=LEASE)
+        assert not queue.refund_attempt(factory, job_id, first.lease_token)
+        assert job_row(factory, job_id).attempts == 1
+
+    @pytest.mark.parametrize("ending", ["fail", "finish", "release"])
+    def test_a_claim_its_holder_ended_itself_is_never_refunded(self, factory, ending):
+        _, (job_id,) = make_run(factory)
+        claimed = _claim(factory)
+        if ending == "fail":
+            assert queue.fail(factory, job_id, claimed.lease_token, "boom") == "queued"
+        elif ending == "finish":
+            assert queue.finish(factory, job_id, claimed.lease_token)
+        else:
+            assert queue.release(factory, job_id, claimed.lease_token)
+        before = job_row(factory, job_id)
+        assert not queue.refund_attempt(factory, job_id, claimed.lease_token)
+        after = job_row(factory, job_id)
+        assert (after.state, after.attempts, after.error) == (
+            before.state,
+            before.attempts,
+            before.error,
+        )
+
+    def test_a_cancelled_run_stays_cancelled(self, factory):
+        run_id, (job_id,) = make_run(factory)
+        claimed = _claim(factory)
+        with session_scope(factory) as session:
+            queue.request_cancel(session, run_id)
+        assert queue.refund_attempt(factory, job_id, claimed.lease_token)
+        assert job_row(factory, job_id).state == "cancelled"
+        assert run_status(factory, run_id) == "cancelled"
+
+    def test_an_unknown_job(self, factory):
+        assert not queue.refund_attempt(factory, 10**9, 1)
 
 
 class TestFencing:
     def test_old_holder_writes_nothing_after_takeover(self, factory):
         run_id, (job_id,) = make_run(factory)
         prefs = preference_ids(factory, job_id)
-        old = _claim(factory, worker="old", lease=0.4)
+        old = _claim(factory, worker="old")
         assert queue.record_metrics(factory, job_id, old.lease_token, points(prefs, 1))
-        time.sleep(0.6)
+        expire_lease(factory, job_id)
         assert queue.reap_expired(factory) == 1
         new = _claim(factory, worker="new")
 
@@ -463,11 +555,11 @@ class TestCancel:
     def test_a_failure_or_expiry_of_a_cancelled_run_cancels_the_job(self, factory):
         run_id, (job_a, job_b) = make_run(factory, jobs=2)
         a = _claim(factory)
-        b = _claim(factory, lease=0.3)
+        b = _claim(factory)
         with session_scope(factory) as session:
             queue.request_cancel(session, run_id)
         assert queue.fail(factory, job_a, a.lease_token, "stopped") == "cancelled"
-        time.sleep(0.5)
+        expire_lease(factory, job_b)
         assert queue.reap_expired(factory) == 1
         assert job_row(factory, job_b).state == "cancelled"
         assert run_status(factory, run_id) == "cancelled"

@@ -74,11 +74,6 @@ def test_unknown_hyperparameter_is_rejected():
         get_method("pareto_mtl")(uniform(2, 2), {"epsilon": 0.1})
 
 
-def _direction_products(gram: torch.Tensor, combos: torch.Tensor, alpha: torch.Tensor):
-    """<v_n, d> for candidate vectors v_n = combos[n] . g and d = alpha . g (per subproblem)."""
-    return torch.einsum("knm,kml,kl->kn", combos, gram, alpha)
-
-
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(2, 6), m=st.integers(2, 4))
 def test_mgda_is_the_min_norm_point_and_a_common_descent_direction(seed, k, m):
@@ -111,141 +106,6 @@ def test_mgda_normalisation_is_invariant_to_rescaling_a_task(mode):
     torch.testing.assert_close(other, expected)
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), k=st.integers(2, 8))
-def test_pareto_mtl_paper_variant_descends_on_tasks_and_active_constraints(seed, k):
-    losses, gram = _inputs(k, 2, 5, seed, "cpu")
-    paper = {"init_steps": 0, "constraint_grad": "paper", "restore": False, "ascent": True}
-    method = get_method("pareto_mtl")(uniform(2, k), paper)
-    alpha = method(losses, gram)
-    assert method.feasible.all()
-    g_val = method.constraints(losses)
-    active = g_val >= 0
-    vecs = method.combos.double()
-    prods = _direction_products(gram, vecs, alpha)
-    scale = gram.diagonal(dim1=1, dim2=2).amax(-1, keepdim=True)
-    mask = torch.cat([torch.ones(k, 2, dtype=torch.bool), active], dim=1)
-    assert (prods[mask] >= -1e-6 * scale.expand_as(prods)[mask]).all()
-
-
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), k=st.integers(2, 8), m=st.integers(2, 4))
-def test_pareto_mtl_main_phase_descends_inside_and_restores_outside_the_sector(seed, k, m):
-    losses, gram = _inputs(k, m, 6, seed, "cpu")
-    method = get_method("pareto_mtl")(uniform(m, k), {"init_steps": 0})
-    alpha = method(losses, gram)
-    g_val = method.constraints(losses)
-    # out of the sector less its margin; constraints within the margin count as active
-    violated = (g_val > -method.margins).any(-1)
-    active = g_val >= -method.margins
-    combos = method._combos(losses, g_val).double()
-    prods = _direction_products(gram, combos, alpha)
-    scale = gram.diagonal(dim1=1, dim2=2).amax(-1, keepdim=True).expand_as(prods)
-    tasks = torch.ones(k, m, dtype=torch.bool)
-    inside = torch.cat([tasks, active], dim=1) & ~violated[:, None]
-    # in its sector: a common descent direction of the tasks and the active constraints
-    assert (prods[inside] >= -1e-6 * scale[inside]).all()
-    # out of it: only lower losses (no ascent), and move at all
-    assert (alpha[violated] >= 0).all()
-    assert (alpha[violated].abs().sum(-1) > 0).all()
-
-
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(2, 4))
-def test_pareto_mtl_angle_gradient_is_the_gradient_of_the_normalised_constraint(seed, m):
-    g = torch.Generator().manual_seed(seed)
-    k = 3
-    losses = torch.rand(k, m, generator=g, dtype=torch.float64) + 0.05
-    method = get_method("pareto_mtl")(uniform(m, k))
-    g_val = method.constraints(losses)
-    dirs = method._combos(losses, g_val)[:, m:].double()
-    valid = method.constraint_valid
-    leaf = losses.clone().requires_grad_(True)
-    for kk in range(k):
-        for j in range(k):
-            if not valid[kk, j]:
-                continue
-            c = method.constraint_dirs[kk, j].double()
-            (grad,) = torch.autograd.grad(c @ leaf[kk] / leaf[kk].norm(), leaf)
-            # dG/dL = dirs / ||L||: the same direction, and none along L itself (scaling every
-            # loss leaves the sector constraint where it is)
-            torch.testing.assert_close(grad[kk], dirs[kk, j] / losses[kk].norm())
-            assert abs(float(dirs[kk, j] @ losses[kk])) < 1e-9
-
-
-def test_pareto_mtl_restoration_turns_the_loss_vector_back_without_ascent():
-    prefs = uniform(2, 5)
-    # every subproblem at 45 degrees: 0, 1, 3 and 4 are outside their sectors
-    losses = torch.ones(5, 2, dtype=torch.float64)
-    gram = torch.eye(2, dtype=torch.float64).expand(5, 2, 2)
-    method = get_method("pareto_mtl")(prefs, {"init_steps": 0})
-    alpha = method(losses, gram)
-    # with orthogonal task gradients, d L = -lr * alpha: subproblem 0 (the (1, 0) ray) lowers
-    # only the second loss, subproblem 4 only the first; both turn L towards their rays
-    assert float(alpha[0, 0]) == 0.0 and float(alpha[0, 1]) > 0
-    assert float(alpha[4, 1]) == 0.0 and float(alpha[4, 0]) > 0
-    stepped = losses - 0.05 * alpha
-    after = method.constraints(stepped)
-    before = method.constraints(losses)
-    for kk in (0, 1, 3, 4):
-        assert float(after[kk].max()) < float(before[kk].max())
-    # the paper's init would raise a loss instead
-    paper = get_method("pareto_mtl")(prefs, {"init_steps": 0, "ascent": True})
-    assert (paper(losses, gram)[[0, 4]] < 0).any()
-
-
-@pytest.mark.parametrize("k", [5, 40])
-def test_pareto_mtl_restores_inside_the_margin_and_caps_it_for_close_rays(k):
-    prefs = uniform(2, k)
-    method = get_method("pareto_mtl")(prefs, {"init_steps": 0, "margin": 0.05})
-    half = math.pi / 4 / (k - 1)  # half the angle between neighbouring rays
-    margin = min(0.05, math.sin(half) / 2)  # in distance of L/||L|| from the border
-    gram = torch.eye(2, dtype=torch.float64).expand(k, 2, 2)
-
-    def at(offset: float) -> torch.Tensor:
-        # every subproblem's loss vector `offset` radians inside the upper border of its sector
-        angles = torch.atan2(prefs[:, 1], prefs[:, 0]).double() + half - offset
-        return torch.stack([angles.cos(), angles.sin()], dim=-1)
-
-    # deeper than the margin: an ordinary step that lowers both losses
-    assert (method(at(2 * margin), gram)[:-1] > 0).all()
-    # inside the sector but within the margin: pushed further in, by lowering the second loss
-    # only (the last ray has no upper border)
-    restoring = method(at(margin / 2), gram)[:-1]
-    assert (restoring[:, 0] == 0).all() and (restoring[:, 1] > 0).all()
-    # with the paper's rule (no restoration) that point takes an ordinary step
-    paper = get_method("pareto_mtl")(prefs, {"init_steps": 0, "restore": False})
-    assert (paper(at(margin / 2), gram)[:-1] > 0).all()
-
-
-def test_pareto_mtl_init_phase_uses_only_violated_constraints():
-    prefs = uniform(2, 5)
-    # loss vector along (1, 0.05): it belongs to sector 0 but sits in a sector of its own only
-    # for preference 0; for preference 4 (the (0, 1) ray) every other ray is closer
-    losses = torch.tensor([[1.0, 0.05]] * 5, dtype=torch.float64)
-    gram = torch.tensor([[[1.0, -0.5], [-0.5, 1.0]]] * 5, dtype=torch.float64)
-    method = get_method("pareto_mtl")(prefs, {"init_steps": 100})
-    alpha = method(losses, gram)
-    assert bool(method.feasible[0]) and not bool(method.feasible[4])
-    # subproblem 4 descends on its violated constraints: G_j decreases along -d
-    c = method.constraint_dirs[4].double()
-    active = method.constraints(losses)[4] >= 0
-    rates = c[active] @ gram[4] @ alpha[4]
-    assert (rates > 0).all()
-
-
-def test_pareto_mtl_leaves_init_phase_after_its_budget():
-    prefs = uniform(2, 5)
-    losses = torch.tensor([[1.0, 0.05]] * 5)
-    gram = torch.eye(2).expand(5, 2, 2)
-    method = get_method("pareto_mtl")(prefs, {"init_steps": 3})
-    for _ in range(3):
-        method(losses, gram)
-    assert not bool(method.feasible[4])
-    method(losses, gram)
-    assert bool(method.feasible[4])
-
-
 def test_linear_and_single_task_weights_follow_the_preference_convention():
     prefs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     losses = torch.ones(3, 2)
@@ -257,13 +117,14 @@ def test_linear_and_single_task_weights_follow_the_preference_convention():
 
 def test_mt2o_mixing_is_row_stochastic_and_decays_to_zero():
     method = get_method("mt2o")(uniform(2, 6), {"transfer": 0.4, "neighbours": 2})
+    assert method.shared_init and method.couples_subproblems
     total = 100
     first = method.mixing(0, total)
     assert first is not None
     torch.testing.assert_close(first.sum(-1), torch.ones(6))
     assert (first >= 0).all()
     assert math.isclose(float(first[0, 0]), 0.6, rel_tol=1e-5)
-    # neighbours are the nearest preference directions: ends have one side only
+    # neighbours are the nearest weight vectors: ends have one side only
     assert set(torch.nonzero(first[0] > 0).flatten().tolist()) == {0, 1, 2}
     assert set(torch.nonzero(first[3] > 0).flatten().tolist()) == {2, 3, 4}
     assert method.mixing(int(0.5 * total), total) is None

@@ -162,3 +162,44 @@ def test_cli_reports_a_bad_method_readably(tmp_path):
     assert result.exit_code == 1
     assert "unknown method 'nope'" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("scales", [(1.0, 1.0), (1.0, 10.0)])
+def test_front_point_on_ray_lies_on_the_ray_and_the_front(scales):
+    from pmtl_core.problems.synthetic import ConcaveProblem
+
+    problem = ConcaveProblem(scales=scales)
+    rays = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 3.0], [3.0, 1.0]])
+    points = problem.front_point_on_ray(rays).double()
+    unit = rays / rays.norm(dim=1, keepdim=True)
+    # parallel to its ray (the cross product vanishes) and on the analytic front
+    cross = points[:, 0] * unit[:, 1] - points[:, 1] * unit[:, 0]
+    assert float(cross.abs().max()) < 1e-6
+    assert float(problem.distance_to_front(points.float()).max()) < 1e-3
+    if scales == (1.0, 1.0):  # the symmetric problem meets the diagonal at 1 - exp(-1)
+        torch.testing.assert_close(
+            points[0], torch.full((2,), 1 - math.exp(-1), dtype=torch.float64)
+        )
+
+
+def test_cli_solve_never_overwrites_an_earlier_result_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["solve", "--problem", "concave", "--prefs", "3", "--steps", "20"]
+    out = tmp_path / "mine"
+    assert CliRunner().invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = CliRunner().invoke(app, [*args, "--seed", "1", "--out", str(out)])
+    assert again.exit_code == 1
+    assert "--overwrite" in again.output and "Traceback" not in again.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    replaced = CliRunner().invoke(app, [*args, "--seed", "1", "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert (out / "front.json").read_bytes() != before["front.json"]
+    # without --out each run gets a new folder, and the command says which
+    outputs = [CliRunner().invoke(app, args) for _ in range(2)]
+    assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("concave-pareto_mtl-") for f in folders)
+    for folder, result in zip(folders, outputs, strict=True):
+        assert sorted(p.name for p in folder.iterdir()) == ["front.json", "front.png"]
+        assert f"runs/{folder.name}/front.json" in result.output

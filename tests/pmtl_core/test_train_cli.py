@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -183,3 +184,111 @@ def test_resume_writes_into_the_given_directory_wherever_it_was_created(tmp_path
     result = CliRunner().invoke(app, ["train", "--resume", str(moved)])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "run").exists() and (moved / "front.json").is_file()
+
+
+def _concave_args(out: Path | None = None, *extra: str) -> list[str]:
+    args = ["train", "--problem", "concave", "--method", "linear", "--prefs", "2"]
+    args += ["--epochs", "1", "--device", str(DEVICE), *extra]
+    return [*args, "--out", str(out)] if out is not None else args
+
+
+def test_resume_without_a_checkpoint_says_so_and_starts_over_only_when_asked(tmp_path):
+    from pmtl_core.front import write_json_atomic
+    from pmtl_core.train_cli import TrainRequest
+
+    # what `pmtl train` has written when it is stopped inside its first epoch: the request only
+    run = tmp_path / "run"
+    run.mkdir()
+    request = TrainRequest(
+        problem="concave",
+        method="linear",
+        preferences=2,
+        config={"epochs": 1, "seed": 3, "device": str(DEVICE)},
+        out=str(run),
+    )
+    write_json_atomic(run / "run.json", request.model_dump())
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1, result.output
+    assert "nothing to resume" in result.output and "no checkpoint" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]  # nothing trained, nothing new
+    # the message gives the command that starts the same run over; it works as printed
+    command = result.output.split("start it over from the beginning: ", 1)[1].splitlines()[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["pmtl", "train"] and "--overwrite" in argv and str(run) in argv
+    again = CliRunner().invoke(app, argv[1:])
+    assert again.exit_code == 0, again.output
+    assert TrainRequest.load(run).config["seed"] == 3
+    assert checkpoints.latest(run / "checkpoints") is not None and (run / "front.json").is_file()
+
+
+def test_train_never_overwrites_an_earlier_run_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "mine"
+    first = CliRunner().invoke(app, _concave_args(out, "--seed", "1"))
+    assert first.exit_code == 0, first.output
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = CliRunner().invoke(app, _concave_args(out, "--seed", "2"))
+    assert again.exit_code == 1
+    assert "--overwrite" in again.output and "Traceback" not in again.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    replaced = CliRunner().invoke(app, [*_concave_args(out, "--seed", "2"), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "run.json").read_text())["config"]["seed"] == 2
+    # without --out every run gets a new folder of its own, and says where it is
+    runs = []
+    for _ in range(2):
+        result = CliRunner().invoke(app, _concave_args())
+        assert result.exit_code == 0, result.output
+        runs.append(result.output)
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("concave-linear-") for f in folders)
+    assert all((f / "front.json").is_file() for f in folders)
+    for folder, output in zip(folders, runs, strict=True):
+        assert f"runs/{folder.name}/front.json" in output
+
+
+def test_train_download_flag_reaches_the_problem(monkeypatch, tmp_path):
+    """The README's MultiMNIST command with ``--download``: the problem is built with
+    download=True (stopped right there: nothing is fetched in the tests)."""
+    import pmtl_core.problems
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    commands = [
+        line for line in readme.splitlines() if line.startswith((".venv/bin/pmtl ", "pmtl "))
+    ]
+    lines = [line for line in commands if " train " in line and "--download" in line]
+    assert lines, "the README shows how to let torchvision download MNIST"
+    argv = shlex.split(lines[0].split("#")[0])
+    assert Path(argv[0]).name == "pmtl" and argv[1] == "train"
+    built = []
+
+    def build(name, options=None, **kwargs):
+        built.append(real(name, options, **kwargs))
+        raise ValueError("stopped before loading any data")
+
+    real = pmtl_core.problems.get_problem
+    monkeypatch.setattr(pmtl_core.problems, "get_problem", build)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, argv[1:])
+    assert result.exit_code == 1 and "stopped before loading any data" in result.output
+    assert built and built[0].name == "multi_mnist" and built[0].download is True
+    # and without the flag a missing data set says how to get it
+    monkeypatch.setattr(pmtl_core.problems, "get_problem", real)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    no_flag = [a for a in argv[1:] if a != "--download"]
+    missing = CliRunner().invoke(
+        app,
+        [
+            *no_flag,
+            "--problem-options",
+            json.dumps({"data_dir": str(empty), "train_size": 8}),
+            "--out",
+            str(tmp_path / "x"),
+            "--device",
+            "cpu",
+        ],
+        env={"PMTL_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert missing.exit_code == 1 and "raw files not found" in missing.output
+    assert "--download" in missing.output

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from pmtl_core import checkpoints
+from pmtl_core.engine import TrainingStopped, train
 from pmtl_core.export import export_model, load_model
 from pmtl_core.methods import get_method
 from pmtl_core.models import build_model
 from pmtl_core.preferences import uniform
 from pmtl_core.problems import FunctionProblem
-from pmtl_core.training import TrainingStopped, train
 from tests.pmtl_core._problems import TwoTaskBlobs
 
 CFG = {"epochs": 2, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "lr_step": 1, "lr_gamma": 0.5}
@@ -29,6 +29,8 @@ def _reference_training(problem, method_name, prefs, cfg, device):
     models = [problem.build_model().to(device) for _ in range(k)]
     data = problem.load(device)
     method = get_method(method_name)(prefs.to(device))
+    batches = -(-problem.load(device).train.inputs.shape[0] // cfg["batch_size"])
+    method.bind(steps_per_epoch=batches, total_steps=cfg["epochs"] * batches, dataset=True)
     opts = [torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=cfg["momentum"]) for m in models]
     scheds = [torch.optim.lr_scheduler.StepLR(o, cfg["lr_step"], cfg["lr_gamma"]) for o in opts]
     gen = torch.Generator().manual_seed(cfg.get("seed", 0))
@@ -48,12 +50,26 @@ def _reference_training(problem, method_name, prefs, cfg, device):
                     )
                     for t in range(2)
                 ]
-                shared = [
+                # the Gram covers the encoder, or every parameter (heads too) for Pareto MTL
+                params = list(model.named_parameters())
+                covered = [
                     i
-                    for i, (name, _) in enumerate(model.named_parameters())
-                    if name.startswith("encoder.")
+                    for i, (name, _) in enumerate(params)
+                    if method.gram_params == "all" or name.startswith("encoder.")
                 ]
-                flat = torch.stack([torch.cat([g[i].flatten() for i in shared]) for g in per_task])
+                flat = torch.stack(
+                    [
+                        torch.cat(
+                            [
+                                (
+                                    g[i] if g[i] is not None else torch.zeros_like(params[i][1])
+                                ).flatten()
+                                for i in covered
+                            ]
+                        )
+                        for g in per_task
+                    ]
+                )
                 losses.append(loss.detach())
                 grams.append(flat @ flat.T)
                 grads.append(per_task)
@@ -88,7 +104,7 @@ def test_stacked_engine_matches_independent_reference_training(method, device):
 
 
 def test_representation_gram_equals_per_model_autograd(device):
-    from pmtl_core.stacked import StackedModels
+    from pmtl_core.engine.stacked import StackedModels
 
     problem = TwoTaskBlobs()
     torch.manual_seed(0)
@@ -282,7 +298,7 @@ def test_mgda_ub_gradient_memory_does_not_grow_with_the_encoder(monkeypatch, dev
 
 def test_loop_and_vmap_encoders_give_the_same_losses_and_gradients(device):
     """The per-model loop (CPU default) and vmap (GPU default) are two evaluations of one model."""
-    from pmtl_core.stacked import StackedModels
+    from pmtl_core.engine.stacked import StackedModels
 
     problem = TwoTaskBlobs(image=True)
     data = problem.load(device)
@@ -304,3 +320,159 @@ def test_loop_and_vmap_encoders_give_the_same_losses_and_gradients(device):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
     with pytest.raises(ValueError, match="encoder strategy"):
         StackedModels([problem.build_model()], device, "grouped")
+
+
+def test_mt2o_models_start_from_one_initialisation(device):
+    problem = TwoTaskBlobs()
+    front = train(problem, "mt2o", 4, _cfg(device, epochs=1), params={"transfer": 0.0})
+    # without transfer the four subproblems drift apart from one start; with independent
+    # starts (linear) the encoders differ from the first step on
+    from pmtl_core.config import make_config
+    from pmtl_core.engine import DatasetLoop
+
+    cfg = make_config(_cfg(device, epochs=1))
+    for name, same in (("mt2o", True), ("linear", False)):
+        torch.manual_seed(0)
+        trainer = DatasetLoop(problem, get_method(name)(uniform(2, 4)), cfg, device)
+        for p in trainer.stack.params.values():
+            assert bool((p == p[:1]).all()) is same
+    assert torch.isfinite(front.objectives).all()
+
+
+def test_mt2o_transfer_blends_parameters_and_momentum_before_each_step(device):
+    """One MT2O iteration is theta <- M theta - lr * (mu * M v + g): parameters and the SGD
+    momentum are blended with the same M, then the gradients taken at the old theta apply."""
+    problem = TwoTaskBlobs(n_train=64)
+    cfg = _cfg(device, epochs=10, batch_size=64, lr=0.1, momentum=0.9, lr_step=0)
+    from pmtl_core.config import make_config
+    from pmtl_core.engine import DatasetLoop
+
+    torch.manual_seed(0)
+    method = get_method("mt2o")(uniform(2, 3).to(device), {"transfer": 0.5})
+    trainer = DatasetLoop(problem, method, make_config(cfg), device)
+    with torch.no_grad():  # give the models different parameters and a momentum history
+        for p in trainer.stack.params.values():
+            p.add_(torch.randn_like(p) * 0.1)
+    alive = torch.ones(3, dtype=torch.bool, device=device)
+    gen = torch.Generator().manual_seed(0)
+    trainer.train_epoch(1, gen, alive, lambda *_: None)  # one batch: builds the momentum
+    before = {n: p.detach().clone() for n, p in trainer.stack.params.items()}
+    momentum = {
+        n: trainer.optimizer.state[p]["momentum_buffer"].clone()
+        for n, p in trainer.stack.params.items()
+    }
+    # the gradients this step will take, at the old parameters
+    data = trainer.data.train
+    replay = torch.Generator()
+    replay.set_state(gen.get_state())
+    perm = torch.randperm(64, generator=replay).to(device)
+    x, y = data.inputs[perm], data.targets[perm]
+    losses, _, _ = trainer._forward(x, y)
+    alpha = method(losses.detach(), None)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    (alpha * losses).sum().backward()
+    grads = {n: p.grad.clone() for n, p in trainer.stack.params.items()}
+    mixing = method.mixing(trainer.global_step, trainer.total_steps)
+    assert mixing is not None
+    trainer.train_epoch(2, gen, alive, lambda *_: None)
+    for n, p in trainer.stack.params.items():
+        blend = torch.einsum("kj,j...->k...", mixing.to(p), before[n])
+        v = 0.9 * torch.einsum("kj,j...->k...", mixing.to(p), momentum[n]) + grads[n]
+        torch.testing.assert_close(p.detach(), blend - 0.1 * v, atol=1e-5, rtol=1e-4)
+
+
+def _concave_cfg(epochs, **over):
+    return {
+        "epochs": epochs,
+        "steps_per_epoch": 2,
+        "device": "cpu",
+        "keep_checkpoints": 1000,
+        **over,
+    }
+
+
+def test_checkpoint_size_does_not_grow_with_the_number_of_epochs(tmp_path):
+    train("concave", "pareto_mtl", 3, _concave_cfg(20), checkpoint_dir=tmp_path)
+    files = checkpoints.list_checkpoints(tmp_path)
+    assert len(files) == 20
+    sizes = [p.stat().st_size for p in files]
+    # Same tensors every epoch; only a few pickled integers may change their width.
+    assert abs(sizes[19] - sizes[1]) <= 16, sizes
+
+
+def test_resumed_front_history_equals_the_uninterrupted_one(tmp_path):
+    full = train("concave", "pareto_mtl", 3, _concave_cfg(12), checkpoint_dir=tmp_path / "full")
+    seen = []
+
+    class Count:
+        def on_epoch(self, record):
+            seen.append(record.epoch)
+
+    with pytest.raises(TrainingStopped):
+        train(
+            "concave",
+            "pareto_mtl",
+            3,
+            _concave_cfg(12, checkpoint_every=3),
+            checkpoint_dir=tmp_path / "cut",
+            callbacks=[Count()],
+            should_stop=lambda: len(seen) >= 8,  # stops in epoch 9; newest checkpoint: 6
+        )
+    assert checkpoints.latest(tmp_path / "cut").name == "ckpt-epoch0006.pt"
+    resumed = train(
+        "concave",
+        "pareto_mtl",
+        3,
+        _concave_cfg(12, checkpoint_every=3),
+        checkpoint_dir=tmp_path / "cut",
+        resume=True,
+    )
+    assert full.history.shape[0] == 12
+    assert torch.equal(full.history, resumed.history)
+    assert torch.equal(full.objectives, resumed.objectives)
+    # The history file holds exactly the run's epochs, once each (epochs 7-8 were replayed).
+    again = checkpoints.read_history(tmp_path / "cut", 12)
+    assert torch.equal(torch.stack(again["train"]), full.history)
+    lines = (tmp_path / "cut" / checkpoints.HISTORY_FILE).read_text().splitlines()
+    assert len(lines) == 12
+
+
+def test_a_checkpoint_that_carries_the_whole_history_still_resumes(tmp_path):
+    full = train("concave", "pareto_mtl", 3, _concave_cfg(6), checkpoint_dir=tmp_path / "full")
+    # A checkpoint of the earlier format: the history inside, no history file next to it.
+    state = checkpoints.load(tmp_path / "full" / "ckpt-epoch0004.pt")
+    state.pop("history_file")
+    state["history"] = {"train": list(full.history[:4]), "test": []}
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(state, old / "ckpt-epoch0004.pt")
+    resumed = train("concave", "pareto_mtl", 3, _concave_cfg(6), checkpoint_dir=old, resume=True)
+    assert torch.equal(full.history, resumed.history)
+    # A resumed run's own checkpoints use the history file from then on.
+    assert torch.equal(torch.stack(checkpoints.read_history(old, 6)["train"]), full.history)
+
+
+def test_a_resume_without_its_history_says_what_is_missing(tmp_path):
+    train("concave", "pareto_mtl", 2, _concave_cfg(3), checkpoint_dir=tmp_path)
+    (tmp_path / checkpoints.HISTORY_FILE).write_text("")
+    with pytest.raises(checkpoints.CheckpointError, match=r"lacks epoch\(s\) \[1, 2, 3\]"):
+        train("concave", "pareto_mtl", 2, _concave_cfg(3), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_train_can_leave_checkpoint_pruning_to_its_caller(tmp_path):
+    train(
+        "concave", "linear", 2, _concave_cfg(4, keep_checkpoints=2), checkpoint_dir=tmp_path / "a"
+    )
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "a")] == [
+        "ckpt-epoch0003.pt",
+        "ckpt-epoch0004.pt",
+    ]
+    train(
+        "concave",
+        "linear",
+        2,
+        _concave_cfg(4, keep_checkpoints=2),
+        checkpoint_dir=tmp_path / "b",
+        prune=False,
+    )
+    assert len(checkpoints.list_checkpoints(tmp_path / "b")) == 4

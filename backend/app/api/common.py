@@ -15,12 +15,13 @@ from backend.app.db.models import Run, User
 __all__ = ["errors", "get_run_or_404", "reference_point", "run_hypervolumes"]
 
 _DESCRIPTIONS = {
-    400: "the body is not valid JSON",
+    400: "the body could not be read at all (for example bytes that are not text); "
+    "malformed JSON is a 422",
     401: "missing, invalid or revoked bearer token",
     404: "no such resource visible to the caller",
     409: "the request conflicts with the resource's state",
     413: "request body larger than the configured limit",
-    422: "invalid request (the detail names the problem)",
+    422: "invalid request, malformed JSON included (the detail names the problem)",
     503: "database unreachable or schema not at the current revision (`pmtl db upgrade`)",
 }
 

@@ -49,6 +49,18 @@ class MethodPublic(BaseModel):
     needs_gradients: bool
     couples_subproblems: bool
     warm_startable: bool
+    variant_of: str | None = Field(
+        None,
+        description="null for a method as its paper describes it; else the method it changes "
+        "(a named variant, whose summary says how it differs)",
+    )
+    learns_pareto_set: bool = Field(
+        False, description="one preference-conditioned model for the whole front (psl)"
+    )
+    problem_kinds: list[str] = Field(
+        default_factory=lambda: ["function", "dataset"],
+        description="the kinds of problem the method trains",
+    )
     hyperparameters: dict[str, Any] = Field(description="JSON schema of the hyperparameters")
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 from fastapi import HTTPException, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from pmtl_core.config import API_FIELDS, EngineConfig, make_config
@@ -17,7 +19,9 @@ __all__ = [
     "check_finite",
     "engine_config",
     "invalid",
+    "json_safe",
     "preference_vectors",
+    "request_errors",
     "validated",
 ]
 
@@ -33,6 +37,33 @@ def _errors(exc: ValidationError, *loc: str | int) -> list[dict[str, Any]]:
         {"loc": ["body", *loc, *e["loc"]], "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float written as a string (``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``), so strict JSON can carry it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def request_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's 422 ``detail`` for ``exc``, always serialisable as strict JSON.
+
+    The errors echo the offending ``input``; a body with ``NaN`` or ``1e400`` (Python's JSON
+    parser reads them as floats) would otherwise make the response itself fail to render.
+    """
+    try:
+        return json_safe(jsonable_encoder(exc.errors()))
+    except Exception:  # an input or context that does not encode: keep where and why only
+        return [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
 
 
 def check_finite(value: Any, where: str) -> None:

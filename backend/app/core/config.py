@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         description="workers may fetch missing data sets (torchvision's download) into the data "
         "root (PMTL_DATA_DIR, else home/data)",
     )
+    allow_dotted_problems: bool = Field(
+        False,
+        description="workers may import user-defined problems named by a dotted path "
+        "(package.module:factory) found in the database; only for trusted databases",
+    )
     api_url: str = Field("http://127.0.0.1:8000", description="where clients reach the API")
 
     @field_validator("cors_origins", mode="before")

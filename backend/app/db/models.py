@@ -139,7 +139,8 @@ class Job(Base):
 
     ``lease_owner``/``lease_expires_at`` are set by the atomic claim and renewed by heartbeats;
     ``lease_token`` increases with every claim and fences writes from a worker whose lease was
-    taken over.
+    taken over. ``reaped_token`` is the token of the last claim whose expired lease the reaper
+    ended (cleared when its holder, cut off from the database, gives the attempt back).
     """
 
     __tablename__ = "jobs"
@@ -152,6 +153,7 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    reaped_token: Mapped[int | None] = mapped_column(Integer, default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     device: Mapped[str | None] = mapped_column(String(50), default=None)

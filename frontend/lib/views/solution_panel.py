@@ -51,7 +51,8 @@ def _fetch(run: RunDetail, pref_id: int, stamp: tuple) -> dict[str, Any] | None:
     client = session.client()
     try:
         model = client.model_file(run.id, pref_id)
-        config = client.model_config(run.id, pref_id)
+        # the config of the same checkpoint as the weights, even if a newer one just landed
+        config = client.model_config(run.id, pref_id, epoch=model.epoch)
     except session.API_ERRORS as exc:
         session.report(exc, "Model download unavailable")
         return None

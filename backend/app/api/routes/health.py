@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
@@ -9,6 +11,11 @@ from backend.app.api.schemas import HealthStatus, ReadyStatus
 from backend.app.db.session import DatabaseError, SchemaError, check_schema, ping
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+#: What an unauthenticated caller learns about a failing check (the real error is logged).
+UNREACHABLE = "the database is unreachable"
+OUTDATED = "the database schema is not at the revision this version needs; run `pmtl db upgrade`"
 
 
 @router.get("/healthz", response_model=HealthStatus)
@@ -23,7 +30,11 @@ def healthz() -> HealthStatus:
     responses={503: {"model": ReadyStatus, "description": "database down or schema not current"}},
 )
 def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and its schema is at the migrations' head (else 503)."""
+    """Ready when the database answers and its schema is at the migrations' head (else 503).
+
+    The probe needs no token, so a failure is reported in generic words; the driver's error
+    (with server addresses) goes to the log only.
+    """
     engine = request.app.state.engine
     database = migrations = False
     detail = None
@@ -33,9 +44,11 @@ def readyz(request: Request) -> JSONResponse:
         check_schema(engine)
         migrations = True
     except SchemaError as exc:
-        detail = str(exc)
+        log.warning("not ready: %s", exc)
+        detail = OUTDATED
     except DatabaseError as exc:
-        detail = str(exc)
+        log.warning("not ready: %s", exc)
+        detail = UNREACHABLE
     ready = database and migrations
     body = ReadyStatus(
         status="ready" if ready else "not ready",

@@ -1,24 +1,47 @@
-"""Download of one trained model: safetensors weights and the JSON config to rebuild it."""
+"""Download of one trained model: safetensors weights and the JSON config to rebuild it.
+
+Both routes serve the newest checkpointed model by default. A newer checkpoint can land
+between the two downloads, so both answer ``X-Pmtl-Epoch`` (the weights also their SHA-256 as
+``ETag``, the config the same value as ``X-Pmtl-Weights-Sha256``) and take ``?epoch=``, so the
+second download can be pinned to the export of the first.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import FileResponse, JSONResponse
 
 from backend.app import exports
 from backend.app.api.common import errors, get_run_or_404
 from backend.app.api.deps import CurrentUser, SessionDep, StoreDep, release
 from backend.app.api.routes.runs import RunId
+from backend.app.api.validation import json_safe
 
 router = APIRouter(prefix="/runs", tags=["models"])
 
 PrefId = Annotated[int, Path(ge=1, le=2**63 - 1, description="preference id")]
+EpochQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**31 - 1,
+        description="the model of this epoch (the X-Pmtl-Epoch of the other download) instead "
+        "of the newest",
+    ),
+]
 
 
-def _model(session: SessionDep, store: StoreDep, user: CurrentUser, run_id: int, pref_id: int):
+def _model(
+    session: SessionDep,
+    store: StoreDep,
+    user: CurrentUser,
+    run_id: int,
+    pref_id: int,
+    epoch: int | None,
+) -> exports.Exported:
     run = get_run_or_404(session, user, run_id)
     pref = next((p for p in run.preferences if p.id == pref_id), None)
     if pref is None:
@@ -26,7 +49,7 @@ def _model(session: SessionDep, store: StoreDep, user: CurrentUser, run_id: int,
             status.HTTP_404_NOT_FOUND, f"preference {pref_id} not found in run {run_id}"
         )
     try:
-        return exports.exported_model(session, store, run=run, preference=pref)
+        return exports.exported_model(session, store, run=run, preference=pref, epoch=epoch)
     except exports.NoCheckpoint as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
@@ -39,16 +62,23 @@ def _model(session: SessionDep, store: StoreDep, user: CurrentUser, run_id: int,
             "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
-            "description": "the model's parameters as a safetensors file",
+            "description": "the model's parameters as a safetensors file (header X-Pmtl-Epoch: "
+            "its epoch, to pin the config download with ?epoch=)",
         },
         **errors(404),
     },
 )
 def model(
-    run_id: RunId, pref_id: PrefId, session: SessionDep, store: StoreDep, user: CurrentUser
+    run_id: RunId,
+    pref_id: PrefId,
+    session: SessionDep,
+    store: StoreDep,
+    user: CurrentUser,
+    epoch: EpochQuery = None,
 ) -> FileResponse:
-    """The newest checkpointed model of one preference vector, as safetensors."""
-    exported = _model(session, store, user, run_id, pref_id)
+    """The newest checkpointed model of one preference vector (or that of ``epoch``), as
+    safetensors."""
+    exported = _model(session, store, user, run_id, pref_id, epoch)
     release(session)
     return FileResponse(
         exported.weights,
@@ -64,9 +94,20 @@ def model(
     responses=errors(404),
 )
 def model_config(
-    run_id: RunId, pref_id: PrefId, session: SessionDep, store: StoreDep, user: CurrentUser
-) -> dict[str, Any]:
-    """The JSON that, with the weights, rebuilds the model (``pmtl_core.export.load_model``)."""
-    exported = _model(session, store, user, run_id, pref_id)
+    run_id: RunId,
+    pref_id: PrefId,
+    session: SessionDep,
+    store: StoreDep,
+    user: CurrentUser,
+    epoch: EpochQuery = None,
+) -> JSONResponse:
+    """The JSON that, with the weights, rebuilds the model (``pmtl_core.export.load_model``).
+
+    Pass the weights' ``X-Pmtl-Epoch`` as ``epoch`` so that both belong to one checkpoint.
+    """
+    exported = _model(session, store, user, run_id, pref_id, epoch)
     release(session)
-    return json.loads(exported.config.read_text(encoding="utf-8"))
+    config = json.loads(exported.config.read_text(encoding="utf-8"))
+    headers = {"X-Pmtl-Epoch": str(exported.epoch), "X-Pmtl-Weights-Sha256": exported.sha256}
+    # A diverged model's last losses may be NaN: strict JSON carries them as strings.
+    return JSONResponse(json_safe(config), headers=headers)

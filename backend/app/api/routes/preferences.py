@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from backend.app import catalogue, crud
+from backend.app import catalogue, crud, queue
 from backend.app.api import serializers, validation
 from backend.app.api.common import errors, get_run_or_404, run_hypervolumes
 from backend.app.api.deps import CurrentUser, SessionDep, SettingsDep, release
@@ -32,8 +32,12 @@ def add_preferences(
     Each new vector is warm-started from the nearest (by angle) preference of the run whose job
     already has a checkpoint, when the method allows it (``warm_startable``). Methods that
     couple their subproblems (``mt2o``) still train the new vectors as their own job: the new
-    models exchange parameters among themselves, not with the earlier ones.
+    models exchange parameters among themselves, not with the earlier ones. A cancelled run
+    takes no new vectors (409); adding and cancelling exclude each other (run lock).
     """
+    # Lock the run before reading it: a cancel (or another add) committing meanwhile would
+    # otherwise go unseen and leave a queued job on a cancelled run (or reuse an index).
+    queue.lock_run(session, run_id)
     run = get_run_or_404(session, user, run_id)
     try:
         method = catalogue.method_class(run.method)

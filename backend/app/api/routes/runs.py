@@ -42,6 +42,12 @@ def create_run(
         info = catalogue.describe_problem(body.problem)
     except ValueError as exc:
         raise validation.invalid(str(exc)) from None
+    if info["kind"] not in method.problem_kinds:
+        kinds = " and ".join(method.problem_kinds)
+        raise validation.invalid(
+            f"method {method.name!r} trains {kinds} problems; {body.problem!r} is a "
+            f"{info['kind']} problem"
+        )
     validation.check_finite(body.problem_options, "problem_options")
     try:
         options = catalogue.validate_options(body.problem, body.problem_options)

@@ -26,11 +26,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-__all__ = ["EncoderStrategy", "StackedModels"]
+__all__ = ["EncoderStrategy", "StackedModels", "mix_stacked"]
 
 #: How the K encoders are evaluated: ``vmap`` (grouped kernels, best on GPUs), ``loop`` (one
 #: call per model on views of the stacked parameters, best on CPUs), ``auto`` picks by device.
 EncoderStrategy = Literal["auto", "vmap", "loop"]
+
+
+@torch.no_grad()
+def mix_stacked(t: Tensor, matrix: Tensor) -> None:
+    """In place: ``t[k] = sum_j matrix[k, j] t[j]`` for a stacked tensor ``t (K, ...)``."""
+    t.copy_(torch.einsum("kj,j...->k...", matrix.to(t), t))
 
 
 def _sub(params: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -104,10 +110,13 @@ class StackedModels:
 
     # ------------------------------------------------------------------ gradients
 
-    def task_grams_exact(self, losses: Tensor) -> tuple[Tensor, list[list[Tensor | None]]]:
-        """Gram matrices ``(K, m, m)`` over the shared parameters and every parameter's per-task
-        gradients (``grads[t][j]`` for parameter ``j``; ``None`` where task ``t`` does not reach
-        it), from ``m`` backward passes."""
+    def task_grams_exact(
+        self, losses: Tensor, over: Literal["shared", "all"] = "shared"
+    ) -> tuple[Tensor, list[list[Tensor | None]]]:
+        """Gram matrices ``(K, m, m)`` and every parameter's per-task gradients (``grads[t][j]``
+        for parameter ``j``; ``None`` where task ``t`` does not reach it), from ``m`` backward
+        passes. ``over``: the Gram covers the shared parameters, or ``all`` of them (each
+        task's gradient with its own head, as Pareto MTL's reference code takes it)."""
         names = list(self.params)
         tensors = [self.params[n] for n in names]
         grads: list[list[Tensor | None]] = []
@@ -118,7 +127,7 @@ class StackedModels:
             grads.append(list(g))
         gram = losses.new_zeros(self.k, self.n_tasks, self.n_tasks)
         for j, name in enumerate(names):
-            if name not in self.shared:
+            if over == "shared" and name not in self.shared:
                 continue
             flat = torch.stack(
                 [
@@ -170,13 +179,6 @@ class StackedModels:
         return torch.where(alive.reshape(-1, *([1] * (g.dim() - 1))), g, torch.zeros_like(g))
 
     # ------------------------------------------------------------------ parameters
-
-    @torch.no_grad()
-    def mix(self, matrix: Tensor) -> None:
-        """Replace the K parameter sets by ``matrix @ params`` (MT2O's transfer)."""
-        m = matrix.to(next(iter(self.params.values())))
-        for p in self.params.values():
-            p.copy_(torch.einsum("kj,j...->k...", m, p))
 
     @torch.no_grad()
     def load_model(self, k: int, state: dict[str, Tensor]) -> None:

@@ -1,13 +1,14 @@
-"""The training engine: K subproblems of one run trained together on one device.
+"""The epoch loop: K subproblems of one run trained together on one device.
 
 ``train`` builds K models (one per preference vector) as one stacked model
-(:class:`~pmtl_core.stacked.StackedModels`), streams each batch once through all of them, asks
-the method for task weights from the K loss vectors and Gram matrices, and takes one optimiser
+(:class:`~pmtl_core.engine.stacked.StackedModels`), streams each batch once through all of them,
+asks the method for task weights from the K loss vectors and Gram matrices, and takes one optimiser
 step for all K. Data sets live on the device as whole tensors and a batch is an index slice of a
 per-epoch permutation. Metrics are reduced on the device and read once per epoch, then handed
 to callbacks. Checkpoints hold everything needed to resume bit-identically. Function problems
-(:class:`~pmtl_core.problems.function.FunctionProblem`) go through the same loop, an "epoch"
-being ``steps_per_epoch`` steps.
+(:class:`~pmtl_core.problems.function.FunctionProblem`) go through the same loop
+(:class:`~pmtl_core.engine.function_loop.FunctionLoop`), an "epoch" being ``steps_per_epoch``
+steps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,25 @@ import torch
 from torch import Tensor
 
 from pmtl_core import checkpoints
-from pmtl_core._trainers import DatasetTrainer, FunctionTrainer, Trainer
 from pmtl_core.config import EngineConfig, make_config
 from pmtl_core.devices import resolve_device
+from pmtl_core.engine.base import Loop
+from pmtl_core.engine.dataset_loop import DatasetLoop
+from pmtl_core.engine.function_loop import FunctionLoop
+from pmtl_core.engine.records import (
+    Divergence,
+    EpochRecord,
+    MetricPoint,
+    RunInfo,
+    TrainingStopped,
+)
+from pmtl_core.engine.set_loop import SetLoop
+from pmtl_core.engine.state import check_compatible, model_from_checkpoint, resume_path
 from pmtl_core.front import Front
 from pmtl_core.methods import Method, MethodParams, get_method
+from pmtl_core.preferences import resolve as resolve_preferences
 from pmtl_core.preferences import validate
 from pmtl_core.problems.function import FunctionProblem
-from pmtl_core.solve import resolve_preferences
 
 __all__ = [
     "Divergence",
@@ -43,64 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingStopped(RuntimeError):
-    """``should_stop`` asked the engine to stop; the last epoch's checkpoint is on disk."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        super().__init__(f"training stopped on request during epoch {epoch}")
-
-
-@dataclass
-class RunInfo:
-    """What ``on_start`` receives."""
-
-    problem: str
-    method: str
-    n_subproblems: int
-    n_tasks: int
-    task_names: tuple[str, ...]
-    metric_names: tuple[str, ...]
-    preferences: list[list[float]]
-    epochs: int
-    start_epoch: int
-    device: str
-    config: dict[str, Any]
-
-
-@dataclass
-class MetricPoint:
-    """Losses and metrics (per task, in task order) of model ``index`` on ``split``."""
-
-    index: int
-    split: str
-    losses: list[float]
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-
-
-@dataclass
-class EpochRecord:
-    """What ``on_epoch`` receives after every epoch."""
-
-    epoch: int
-    epochs: int
-    wall_time: float
-    epoch_time: float
-    lr: float
-    samples_per_second: float
-    points: list[MetricPoint]
-
-
-@dataclass
-class Divergence:
-    """A subproblem whose loss became NaN or infinite; it is frozen, the others go on."""
-
-    index: int
-    preference: list[float]
-    epoch: int
-    message: str
 
 
 def train(
@@ -117,6 +70,7 @@ def train(
     init_from: Sequence[tuple[str | Path, int] | None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     meta: dict[str, Any] | None = None,
+    prune: bool = True,
 ) -> Front:
     """Train one model per preference vector, all together; returns the final :class:`Front`.
 
@@ -125,6 +79,10 @@ def train(
     loadable checkpoint in ``checkpoint_dir``, a path from that file. ``init_from``: per
     preference, ``(checkpoint, index)`` to warm-start from another run's model. ``meta`` is
     stored in checkpoints (e.g. the problem options, needed to rebuild a downloaded model).
+    ``prune``: delete all but the newest ``config.keep_checkpoints`` checkpoints after each
+    one is written; False leaves every file for the caller to delete (a worker deletes old
+    checkpoints only once it has recorded newer ones). The per-epoch loss history is kept in
+    ``checkpoint_dir``'s history file, not in the checkpoints (see :mod:`pmtl_core.checkpoints`).
     """
     if isinstance(problem, str):
         from pmtl_core.problems import get_problem
@@ -143,11 +101,19 @@ def train(
         raise ValueError("resume=True needs checkpoint_dir")
 
     torch.manual_seed(cfg.seed)
-    trainer: Trainer
-    if isinstance(problem, FunctionProblem):
-        trainer = FunctionTrainer(problem, algo, cfg, device)
+    kind = "function" if isinstance(problem, FunctionProblem) else "dataset"
+    if kind not in cls.problem_kinds:
+        raise ValueError(
+            f"method {cls.name!r} trains {' and '.join(cls.problem_kinds)} problems, "
+            f"not the {kind} problem {problem.name!r}"
+        )
+    trainer: Loop
+    if cls.learns_pareto_set:
+        trainer = SetLoop(problem, algo, cfg, device)
+    elif kind == "function":
+        trainer = FunctionLoop(problem, algo, cfg, device)
     else:
-        trainer = DatasetTrainer(problem, algo, cfg, device)
+        trainer = DatasetLoop(problem, algo, cfg, device)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     alive = torch.ones(k, dtype=torch.bool, device=device)
     history: dict[str, list[Tensor]] = {"train": [], "test": []}
@@ -157,11 +123,11 @@ def train(
         for index, source in enumerate(init_from):
             if source is not None:
                 state = checkpoints.load(source[0])
-                trainer.load_model(index, _model_from_checkpoint(state, int(source[1])))
-    resume_path = _resume_path(resume, checkpoint_dir)
-    if resume_path is not None:
-        state = checkpoints.load(resume_path, map_location="cpu")
-        _check_compatible(state, problem, cls, prefs)
+                trainer.load_model(index, model_from_checkpoint(state, int(source[1])))
+    resume_from = resume_path(resume, checkpoint_dir)
+    if resume_from is not None:
+        state = checkpoints.load(resume_from, map_location="cpu")
+        check_compatible(state, problem, cls, prefs)
         trainer.load_state_dict(state["trainer"])
         algo.load_state_dict({n: t.to(device) for n, t in state["method_state"].items()})
         data_gen.set_state(state["rng"]["data"])
@@ -169,9 +135,15 @@ def train(
         if torch.cuda.is_available() and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         alive = state["alive"].to(device)
-        history = {s: list(v) for s, v in state["history"].items()}
         start_epoch, wall_offset = int(state["epoch"]), float(state["wall_time"])
-        log.info("resumed from %s at epoch %d", resume_path, start_epoch)
+        history = _resumed_history(state, resume_from, start_epoch)
+        log.info("resumed from %s at epoch %d", resume_from, start_epoch)
+
+    if checkpoint_dir is not None:
+        # The history file starts where this run starts: lines of epochs after the resumed
+        # checkpoint (written before a crash) or of an earlier run in the directory go.
+        checkpoints.write_history(checkpoint_dir, history)
+    saved_through = start_epoch  # epochs whose history lines are on disk
 
     names = tuple(problem.task_names)
     metric_names = tuple(getattr(problem, "metric_names", ()))
@@ -266,12 +238,19 @@ def train(
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 },
-                "history": {s: list(v) for s, v in history.items()},
+                # Only the last epoch's losses (for exported model configs); the whole
+                # history is in the history file, so the size does not grow with the epochs.
+                "history": {s: list(v[-1:]) for s, v in history.items()},
+                "history_file": checkpoints.HISTORY_FILE,
                 "wall_time": time.perf_counter() - started,
                 "meta": dict(meta or {}),
             }
+            # History first: a checkpoint never exists without its epochs' history lines.
+            checkpoints.append_history(checkpoint_dir, history, saved_through + 1)
+            saved_through = epoch
             path = checkpoints.save(state, checkpoint_dir, epoch)
-            checkpoints.prune(checkpoint_dir, cfg.keep_checkpoints)
+            if prune:
+                checkpoints.prune(checkpoint_dir, cfg.keep_checkpoints)
             _emit(callbacks, "on_checkpoint", path, epoch)
         if not bool(alive_host.any()):
             log.error("every subproblem diverged; stopping after epoch %d", epoch)
@@ -282,6 +261,16 @@ def train(
     return front
 
 
+def _resumed_history(
+    state: dict[str, Any], resume_from: Path, epochs: int
+) -> dict[str, list[Tensor]]:
+    """The loss history of epochs ``1..epochs`` of a resumed run: from the history file next
+    to the checkpoint, or from the checkpoint itself if it predates the history file."""
+    if "history_file" not in state:  # an older checkpoint holding the whole history
+        return {s: list(v) for s, v in state["history"].items()}
+    return checkpoints.read_history(Path(resume_from).parent, epochs)
+
+
 def _problem_defaults(problem: Any) -> dict[str, Any]:
     """The registry's default engine settings for this problem, if it is registered."""
     try:
@@ -290,41 +279,6 @@ def _problem_defaults(problem: Any) -> dict[str, Any]:
         return {}
     spec = REGISTRY.get(getattr(problem, "name", ""))
     return dict(spec.default_config) if spec is not None else {}
-
-
-def _resume_path(resume: bool | str | Path, checkpoint_dir: str | Path | None) -> Path | None:
-    if isinstance(resume, str | Path):
-        return Path(resume)
-    if resume and checkpoint_dir is not None:
-        return checkpoints.latest(checkpoint_dir)
-    return None
-
-
-def _check_compatible(
-    state: dict[str, Any], problem: Any, cls: type[Method], prefs: Tensor
-) -> None:
-    if state["problem"] != problem.name or state["method"] != cls.name:
-        raise ValueError(
-            f"checkpoint is for {state['method']} on {state['problem']}, "
-            f"not {cls.name} on {problem.name}"
-        )
-    if state["preferences"].shape != prefs.shape or not torch.allclose(
-        state["preferences"].float(), prefs.cpu().float(), atol=1e-6
-    ):
-        raise ValueError("checkpoint was trained with other preference vectors")
-
-
-def _model_from_checkpoint(state: dict[str, Any], index: int) -> dict[str, Tensor]:
-    """Model ``index`` of a checkpoint as a single model's state (for warm starts)."""
-    trainer = state["trainer"]
-    k = state["preferences"].shape[0]
-    if not 0 <= index < k:
-        raise ValueError(f"checkpoint holds {k} models; index {index} is out of range")
-    if state["kind"] == "function":
-        return {"x": trainer["x"][index]}
-    out = {n: t[index] for n, t in trainer["params"].items()}
-    out.update({n: t[index] for n, t in trainer.get("buffers", {}).items()})
-    return out
 
 
 def _points(res: dict[str, Tensor], split: str, alive: Tensor) -> list[MetricPoint]:
@@ -351,7 +305,7 @@ def _front(
     prefs: Tensor,
     history: dict[str, list[Tensor]],
     failed: Tensor,
-    trainer: Trainer,
+    trainer: Loop,
 ) -> Front:
     k, m = prefs.shape
     train_hist = torch.stack(history["train"]) if history["train"] else torch.empty(0, k, m)
@@ -367,6 +321,7 @@ def _front(
         test_objectives=None if test_hist is None else test_hist[-1],
         failed=failed,
         task_names=tuple(problem.task_names),
+        pareto_set=getattr(trainer, "pareto_set", None),
         metrics={"test_history": test_hist} if test_hist is not None else {},
     )
 
