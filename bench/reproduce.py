@@ -5,8 +5,8 @@ after each epoch (its history so far, ``"done": true`` at the end) and keeps its
 ``bench/results/reproduce/checkpoints/<run>/``, so an interrupted run continues from its last
 epoch. Sessions start from a fresh checkout: at the end of one, the newest checkpoint of each
 unfinished run is committed (``git add -f``; the folder is otherwise ignored) and the next
-session resumes from it. A finished run deletes its checkpoints. ``report`` turns the JSON files into the tables and
-figures of ``docs/results.md``.
+session resumes from it. A finished run deletes its checkpoints. ``report`` turns the JSON
+files into the tables and figures of ``docs/results.md``.
 
     python bench/reproduce.py run --suite synthetic                 # seconds per run
     nice python bench/reproduce.py run --suite multi_mnist --budget 3600 --threads 1
