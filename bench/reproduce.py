@@ -9,7 +9,7 @@ session resumes from it. A finished run deletes its checkpoints. ``report`` turn
 files into the tables and figures of ``docs/results.md``.
 
     python bench/reproduce.py run --suite synthetic                 # seconds per run
-    nice python bench/reproduce.py run --suite multi_mnist --budget 3600 --threads 1
+    nice python bench/reproduce.py run --suite priority --threads 1   # all data-set runs, in order
     python bench/reproduce.py run --suite all --dry-run              # what is left to do
     python bench/reproduce.py report                                 # tables + figures
 
@@ -331,12 +331,32 @@ def _spec_doc(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def priority_plan(args) -> list[RunSpec]:
+    """Every data-set run, the central comparisons first: Pareto MTL, its variant and the grid on
+    MultiMNIST; MT2O with and without transfer; the init study; the other two data sets; then
+    the remaining MultiMNIST methods."""
+    core = set(CORE_METHODS)
+    mnist = plan("multi_mnist", args)
+    return [
+        *(s for s in mnist if s.label in core),
+        *plan("mt2o", args),
+        *(s for s in mnist if s.label == "mt2o"),
+        *plan("init", args),
+        *plan("multi_fashion", args),
+        *plan("multi_fashion_mnist", args),
+        *(s for s in mnist if s.label not in core and s.label != "mt2o"),
+    ]
+
+
 def cmd_run(args) -> None:
-    suites = SUITES if args.suite == "all" else tuple(args.suite.split(","))
     deadline = time.time() + args.budget if args.budget else None
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    todo = [spec for suite in suites for spec in plan(suite, args)]
+    if args.suite == "priority":
+        todo = priority_plan(args)
+    else:
+        suites = SUITES if args.suite == "all" else tuple(args.suite.split(","))
+        todo = [spec for suite in suites for spec in plan(suite, args)]
     todo = [s for s in todo if not (_load(s) or {}).get("done")]
     if args.only:
         todo = [s for s in todo if s.label in args.only.split(",")]
@@ -366,7 +386,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or continue) the suites' runs that are not done")
-    run.add_argument("--suite", default="synthetic", help=f"all, or from: {', '.join(SUITES)}")
+    run.add_argument(
+        "--suite",
+        default="synthetic",
+        help=f"all, priority (data sets, central runs first), or from: {', '.join(SUITES)}",
+    )
     run.add_argument("--seeds", default="0,1,2", help="seeds of the data-set suites")
     run.add_argument("--epochs", type=int, default=10)
     run.add_argument("--train-size", type=int, default=60_000)

@@ -380,6 +380,11 @@ def test_cancel_stops_the_training_process_within_seconds(db, tmp_path):
     assert_checkpoints_valid(ArtifactStore(settings.artifact_root), rows)
 
 
+def _saw_outage(log_text: str) -> bool:
+    """Whether the supervisor logged a failed database call."""
+    return "database unavailable" in log_text or "heartbeat of job" in log_text
+
+
 def _cluster_online() -> bool:
     out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)
     return any(
@@ -409,17 +414,20 @@ def test_a_postgres_restart_does_not_lose_the_job(db, tmp_path, caplog):
     with supervisor_thread(settings):
         wait_for(lambda: job_row(factory, job_id).epoch >= 2, 60, "two epochs")
         (child,) = own_training_children()
+        # Stop the server and keep it down until the supervisor has met the outage (a restart
+        # alone can fall between two of its database calls), then start it again.
         try:
-            subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True, timeout=120)
+            subprocess.run(["pg_ctlcluster", "15", "main", "stop"], check=True, timeout=120)
+            wait_for(lambda: _saw_outage(caplog.text), 60, "the supervisor to meet the outage")
         finally:
-            if not _cluster_online():
-                subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=False, timeout=120)
+            subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=False, timeout=120)
+        assert _cluster_online()
         # The training process kept going through the outage.
         assert child.is_running() and own_training_children() == [child]
         wait_for(
             _quietly(lambda: job_row(factory, job_id).state == "finished"), 300, "the job to finish"
         )
-    assert "database unavailable" in caplog.text or "heartbeat of job" in caplog.text
+    assert _saw_outage(caplog.text)
     job = job_row(factory, job_id)
     assert (job.state, job.attempts, job.lease_token) == ("finished", 1, 1)
     _complete(factory, run_id, job_id, epochs)
