@@ -11,10 +11,39 @@ from pmtl_core.config import EngineConfig
 from pmtl_core.engine.base import LoopBase, Progress, sanitise
 from pmtl_core.methods import Method
 
-__all__ = ["FunctionLoop"]
+__all__ = ["FunctionLoop", "PointsLoop"]
 
 
-class FunctionLoop(LoopBase):
+class PointsLoop(LoopBase):
+    """What both loops of a function problem share: an epoch is ``steps_per_epoch`` calls of
+    ``step``, reported at ``objectives()``; no test split; each model exports as a point."""
+
+    problem: Any
+
+    def step(self, alive: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def objectives(self) -> Tensor:
+        raise NotImplementedError
+
+    def train_epoch(
+        self, epoch: int, gen: torch.Generator, alive: Tensor, progress: Progress
+    ) -> dict[str, Tensor]:
+        for s in range(self.cfg.steps_per_epoch):
+            progress(s, self.cfg.steps_per_epoch)
+            self.step(alive)
+        values = self.objectives()
+        alive &= torch.isfinite(values).all(-1)
+        return {"losses": values}
+
+    def evaluate(self, split: str) -> None:
+        return None
+
+    def model_config(self) -> dict[str, Any]:
+        return {"architecture": "point", "dim": self.problem.dim}
+
+
+class FunctionLoop(PointsLoop):
     """K points of a differentiable function, one per preference vector (``x (K, d)``)."""
 
     kind = "function"
@@ -76,19 +105,6 @@ class FunctionLoop(LoopBase):
         with torch.no_grad():
             return self.problem.evaluate(self.x.detach())
 
-    def train_epoch(
-        self, epoch: int, gen: torch.Generator, alive: Tensor, progress: Progress
-    ) -> dict[str, Tensor]:
-        for s in range(self.cfg.steps_per_epoch):
-            progress(s, self.cfg.steps_per_epoch)
-            self.step(alive)
-        values = self.objectives()
-        alive &= torch.isfinite(values).all(-1)
-        return {"losses": values}
-
-    def evaluate(self, split: str) -> None:
-        return None
-
     def state_dict(self) -> dict[str, Any]:
         return {"x": self.x.detach().cpu(), **self._base_state()}
 
@@ -105,9 +121,6 @@ class FunctionLoop(LoopBase):
     def load_model(self, index: int, state: dict[str, Tensor]) -> None:
         with torch.no_grad():
             self.x[index].copy_(state["x"])
-
-    def model_config(self) -> dict[str, Any]:
-        return {"architecture": "point", "dim": self.problem.dim}
 
     def solutions(self) -> Tensor:
         return self.x.detach().cpu()

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pmtl_core.config import EngineConfig
-from pmtl_core.engine.base import LoopBase, Progress
+from pmtl_core.engine.function_loop import PointsLoop
 from pmtl_core.methods import Method
 
 __all__ = ["SetLoop", "SetModel"]
@@ -53,7 +53,7 @@ class SetModel(nn.Module):
         return self.centre + out
 
 
-class SetLoop(LoopBase):
+class SetLoop(PointsLoop):
     """Trains :class:`SetModel` on sampled preferences; reports the run's K preferences."""
 
     kind = "function"
@@ -118,19 +118,6 @@ class SetLoop(LoopBase):
         with torch.no_grad():
             return self.problem.evaluate(self.pareto_set(self.method.preferences))
 
-    def train_epoch(
-        self, epoch: int, gen: torch.Generator, alive: Tensor, progress: Progress
-    ) -> dict[str, Tensor]:
-        for s in range(self.cfg.steps_per_epoch):
-            progress(s, self.cfg.steps_per_epoch)
-            self.step(alive)
-        values = self.objectives()
-        alive &= torch.isfinite(values).all(-1)
-        return {"losses": values}
-
-    def evaluate(self, split: str) -> None:
-        return None
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": {n: t.detach().cpu() for n, t in self.model.state_dict().items()},
@@ -148,9 +135,6 @@ class SetLoop(LoopBase):
 
     def load_model(self, index: int, state: dict[str, Tensor]) -> None:
         raise ValueError(f"{self.method.name} models cannot be warm-started from another model")
-
-    def model_config(self) -> dict[str, Any]:
-        return {"architecture": "point", "dim": self.problem.dim}
 
     def solutions(self) -> Tensor:
         """The solutions ``(K, d)`` of the run's K preference vectors."""
