@@ -21,7 +21,8 @@ RUN case "$TORCH_VARIANT" in \
 COPY pmtl_core ./pmtl_core
 COPY backend ./backend
 COPY frontend ./frontend
-RUN pip install -c requirements.lock . && pip check
+# The ray extra: the same image runs the Ray nodes and the dispatcher (compose profile `ray`).
+RUN pip install -c requirements.lock ".[ray]" && pip check
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN useradd --create-home --uid 1000 pmtl \

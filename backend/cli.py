@@ -36,14 +36,19 @@ def _settings():
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="API worker processes; default: one per CPU available, at most 4"),
+    ] = None,
 ) -> None:
     """Run the REST API (uvicorn, app factory ``create_app(Settings())``)."""
     import uvicorn
 
+    from backend.app.core.config import default_api_workers
     from backend.app.core.logging import configure_logging
 
     settings = _settings()
+    workers = workers or default_api_workers()
     configure_logging(settings.log_level, settings.log_json)
     uvicorn.run(
         "backend.cli:app_factory",
@@ -52,7 +57,24 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # A worker process imports torch (the method registry) before it answers the
+        # supervisor's first health check: allow for that on a busy machine.
+        timeout_worker_healthcheck=120,
     )
+
+
+def _prepare_worker(settings) -> None:
+    """Hand the cache settings to pmtl_core in the training processes (through their
+    environment) and sweep stale temporary files out of the artifact store."""
+    import os
+
+    from backend.app.storage import ArtifactStore
+
+    os.environ.update(settings.library_environment())
+    try:
+        ArtifactStore(settings.artifact_root).clean_stale(settings.stale_file_age_s)
+    except OSError as exc:
+        console.print(f"[yellow]warning:[/] artifact store sweep failed: {exc}")
 
 
 def app_factory():
@@ -67,19 +89,47 @@ def worker(
         str, typer.Option(help="cpu, auto, or a comma-separated list such as cuda:0,cuda:1")
     ] = "auto",
     once: Annotated[bool, typer.Option(help="run one job, then exit")] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (a process per device) or ray (a Ray task per job)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the Ray cluster's head (--executor ray)")
+    ] = None,
+    gpus_per_job: Annotated[
+        float | None,
+        typer.Option(min=0, help="GPUs per Ray task (default: 1 on a GPU cluster, else 0)"),
+    ] = None,
+    cpus_per_job: Annotated[
+        float, typer.Option(min=0, help="CPUs per Ray task on a cluster without GPUs")
+    ] = 1.0,
 ) -> None:
-    """Run a worker: one training process per device, taking jobs from the queue."""
+    """Run a worker: one training process per device, or a dispatcher for a Ray cluster."""
     from backend.app.core.logging import configure_logging
     from backend.app.db.session import DatabaseError
-    from backend.app.worker import run_worker
+    from backend.app.worker import EXECUTORS, run_worker
 
+    if executor not in EXECUTORS:
+        raise _fail(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if executor == "ray" and not ray_address:
+        raise _fail("--executor ray needs --ray-address HOST:PORT")
+    if executor == "local" and (ray_address or gpus_per_job is not None):
+        raise _fail("--ray-address and --gpus-per-job need --executor ray")
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
+    _prepare_worker(settings)
     device_list = [d.strip() for d in devices.split(",") if d.strip()]
     if not device_list:
         raise _fail("--devices needs at least one device")
     try:
-        run_worker(settings, device_list, once=once)
+        run_worker(
+            settings,
+            device_list,
+            once=once,
+            executor=executor,
+            ray_address=ray_address,
+            gpus_per_job=gpus_per_job,
+            cpus_per_job=cpus_per_job,
+        )
     except (DatabaseError, ValueError) as exc:
         raise _fail(str(exc)) from exc
 

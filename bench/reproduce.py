@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class RunSpec:
     config: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     prefs: int = 5
+    wall_of: str | None = None  # train until the wall time of this label's run (same seed)
 
     @property
     def run_id(self) -> str:
@@ -127,6 +128,19 @@ def digit_runs(suite: str, problem: str, methods, args) -> Iterator[RunSpec]:
             )
 
 
+def psl_runs(args) -> Iterator[RunSpec]:
+    """``psl`` on MultiMNIST for as long as Pareto MTL's run of the same seed took (its epochs
+    are cheap: one network, one backward), with the data-set protocol's optimiser."""
+    for spec in digit_runs("digits", "multi_mnist", [("psl", "psl@wall", {})], args):
+        config = {**spec.config, "epochs": 20 * args.epochs}
+        yield replace(spec, config=config, wall_of="pareto_mtl")
+
+
+def _partner(spec: RunSpec) -> RunSpec:
+    """The run whose wall time ``spec`` matches."""
+    return replace(spec, method=spec.wall_of, label=spec.wall_of, wall_of=None)
+
+
 def plan(suite: str, args) -> list[RunSpec]:
     """Every run of ``suite``, in the order they should be done (central comparisons first)."""
     plain = [(m, m, {}) for m in ALL_METHODS]
@@ -161,13 +175,23 @@ def plan(suite: str, args) -> list[RunSpec]:
         return list(digit_runs("digits", "multi_mnist", variants, args))
     if suite == "multi_mnist":
         return list(digit_runs("digits", "multi_mnist", plain, args))
+    if suite == "psl":
+        return list(psl_runs(args))
     if suite in DIGITS:
         core = [(m, m, {}) for m in CORE_METHODS]
         return list(digit_runs("digits", suite, core, args))
     raise SystemExit(f"unknown suite {suite!r}")
 
 
-SUITES = ("synthetic", "multi_mnist", "mt2o", "init", "multi_fashion", "multi_fashion_mnist")
+SUITES = (
+    "synthetic",
+    "multi_mnist",
+    "psl",
+    "mt2o",
+    "init",
+    "multi_fashion",
+    "multi_fashion_mnist",
+)
 
 
 # ---------------------------------------------------------------------------- running
@@ -245,8 +269,16 @@ def run_function(spec: RunSpec) -> dict[str, Any]:
 class _Recorder:
     """Per-epoch test HV, losses, accuracies and sectors, written to the run's JSON each epoch."""
 
-    def __init__(self, spec: RunSpec, doc: dict[str, Any], prefs: torch.Tensor, ref) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        doc: dict[str, Any],
+        prefs: torch.Tensor,
+        ref,
+        wall_limit: float | None = None,
+    ) -> None:
         self.spec, self.doc, self.prefs, self.ref = spec, doc, prefs, ref
+        self.wall_limit = wall_limit
 
     def on_epoch(self, record) -> None:
         from pmtl_core.indicators import hypervolume
@@ -274,6 +306,12 @@ class _Recorder:
             f"in sector {sum(row['test_in_own_sector'])}/{len(points)}",
             flush=True,
         )
+        if self.wall_limit is not None and record.wall_time >= self.wall_limit:
+            raise _WallLimitReached(record.epoch)
+
+
+class _WallLimitReached(Exception):
+    """The run has trained as long as the run it is compared with: it is done."""
 
 
 def run_dataset(spec: RunSpec, deadline: float | None) -> dict[str, Any] | None:
@@ -297,6 +335,10 @@ def run_dataset(spec: RunSpec, deadline: float | None) -> dict[str, Any] | None:
     }
     ckpt = CHECKPOINTS / spec.run_id
     resume = ckpt.is_dir() and any(ckpt.glob("*.pt"))
+    wall_limit = None
+    if spec.wall_of:
+        wall_limit = _load(_partner(spec))["history"][-1]["wall_time"]
+        doc["wall_limit"] = wall_limit
     try:
         train(
             problem,
@@ -304,7 +346,7 @@ def run_dataset(spec: RunSpec, deadline: float | None) -> dict[str, Any] | None:
             prefs,
             spec.config,
             params=spec.params,
-            callbacks=[_Recorder(spec, doc, prefs, ref)],
+            callbacks=[_Recorder(spec, doc, prefs, ref, wall_limit)],
             checkpoint_dir=ckpt,
             resume=resume,
             should_stop=(lambda: time.time() > deadline) if deadline else None,
@@ -312,6 +354,8 @@ def run_dataset(spec: RunSpec, deadline: float | None) -> dict[str, Any] | None:
     except TrainingStopped as stop:
         print(f"  {spec.run_id}: budget spent in epoch {stop.epoch}; resumes next time")
         return None
+    except _WallLimitReached as stop:
+        print(f"  {spec.run_id}: reached {spec.wall_of}'s wall time in epoch {stop.args[0]}")
     return doc
 
 
@@ -332,13 +376,15 @@ def _spec_doc(spec: RunSpec) -> dict[str, Any]:
 
 
 def priority_plan(args) -> list[RunSpec]:
-    """Every data-set run, the central comparisons first: Pareto MTL, its variant and the grid on
-    MultiMNIST; MT2O with and without transfer; the init study; the other two data sets; then
-    the remaining MultiMNIST methods."""
+    """Every data-set run, the central comparisons first: Pareto MTL on MultiMNIST, psl at its
+    wall time, Pareto MTL's variant and the grid; MT2O with and without transfer; the init
+    study; the other two data sets; then the remaining MultiMNIST methods."""
     core = set(CORE_METHODS)
     mnist = plan("multi_mnist", args)
     return [
-        *(s for s in mnist if s.label in core),
+        *(s for s in mnist if s.label == "pareto_mtl"),
+        *plan("psl", args),
+        *(s for s in mnist if s.label in core and s.label != "pareto_mtl"),
         *plan("mt2o", args),
         *(s for s in mnist if s.label == "mt2o"),
         *plan("init", args),
@@ -369,6 +415,9 @@ def cmd_run(args) -> None:
         if deadline and time.time() > deadline:
             print("budget spent; the remaining runs start next time")
             break
+        if spec.wall_of and not (_load(_partner(spec)) or {}).get("done"):
+            print(f"{spec.run_id}: waits for {_partner(spec).run_id}", flush=True)
+            continue
         print(f"{spec.run_id}:", flush=True)
         if spec.problem.startswith("concave"):
             doc = {"spec": _spec_doc(spec), **run_function(spec), "done": True}

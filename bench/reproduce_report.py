@@ -278,6 +278,87 @@ def curve_table(runs: list[dict[str, Any]], problem: str, labels: list[str]) -> 
     return _table(["epoch", *(f"`{lab}` (seeds)" for lab in present)], rows)
 
 
+def _at_time(history: list[dict[str, Any]], limit: float) -> dict[str, Any] | None:
+    """The last epoch record whose wall time is within ``limit`` seconds."""
+    within = [row for row in history if row["wall_time"] <= limit * 1.001]
+    return within[-1] if within else None
+
+
+def psl_wall_table(runs: list[dict[str, Any]], problem: str = "multi_mnist") -> str:
+    """psl against Pareto MTL at Pareto MTL's wall time, seed by seed (test HV at (2, 2))."""
+    groups = _digit_groups(runs)
+    pmtl = {r["spec"]["seed"]: r for r in groups.get((problem, "pareto_mtl"), []) if r.get("done")}
+    rows, pairs = [], []
+    for run in sorted(groups.get((problem, "psl@wall"), []), key=lambda r: r["spec"]["seed"]):
+        seed = run["spec"]["seed"]
+        partner = pmtl.get(seed)
+        if partner is None:
+            continue
+        limit = partner["history"][-1]["wall_time"]
+        row = _at_time(run["history"], limit)
+        if row is None:
+            continue
+        ours, theirs = row["test_hypervolume"], partner["history"][-1]["test_hypervolume"]
+        if run.get("done"):
+            pairs.append((theirs, ours))
+        rows.append(
+            [
+                str(seed),
+                f"{theirs:.3f} ({partner['history'][-1]['epoch']} epochs, {limit:.0f} s)",
+                f"{ours:.3f} ({row['epoch']} epochs, {row['wall_time']:.0f} s)"
+                + ("" if run.get("done") else ", running"),
+                f"{sum(partner['history'][-1]['test_in_own_sector'])} / "
+                f"{sum(row['test_in_own_sector'])}",
+            ]
+        )
+    if not rows:
+        return "_no finished pair yet_"
+    if pairs:
+        rows.append(
+            [
+                f"mean ± std ({len(pairs)} seeds)",
+                _mean_std([a for a, _ in pairs]),
+                _mean_std([b for _, b in pairs]),
+                "",
+            ]
+        )
+    return _table(
+        [
+            "seed",
+            "`pareto_mtl`: test HV (epochs, wall time)",
+            "`psl` at that wall time: test HV (epochs, wall time)",
+            "in own sector (pareto_mtl / psl)",
+        ],
+        rows,
+    )
+
+
+def hv_time_curves(runs: list[dict[str, Any]], problem: str, labels: list[str], path: Path) -> bool:
+    """Test HV against wall time, one line per run, for ``labels`` on ``problem``."""
+    groups = _digit_groups(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for i, label in enumerate(labels):
+        for j, run in enumerate(
+            sorted(groups.get((problem, label), []), key=lambda r: r["spec"]["seed"])
+        ):
+            xs = [row["wall_time"] / 60 for row in run["history"]]
+            ys = [row["test_hypervolume"] for row in run["history"]]
+            name = f"{label}" if j == 0 else None
+            ax.plot(xs, ys, color=f"C{i}", marker="o", ms=2, alpha=0.8, label=name)
+            drawn = True
+    if drawn:
+        ax.set_xlabel("wall time (min, one CPU thread)")
+        ax.set_ylabel("test hypervolume at (2, 2)")
+        ax.set_title(f"{DIGIT_NAMES.get(problem, problem)}: one line per seed")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return drawn
+
+
 def progress_line(runs: list[dict[str, Any]]) -> str:
     done = sum(1 for r in runs if r.get("done"))
     return f"{done} of {len(runs)} recorded runs finished (the others resume in later sessions)."
@@ -304,6 +385,7 @@ def write_report(results: Path, docs: Path) -> None:
         "synthetic": synthetic_table(runs),
         "psl": psl_table(runs),
         "multi_mnist": digits_table(runs, "multi_mnist"),
+        "psl_multi_mnist": psl_wall_table(runs),
         "multi_fashion": digits_table(runs, "multi_fashion"),
         "multi_fashion_mnist": digits_table(runs, "multi_fashion_mnist"),
         "mt2o": curve_table(runs, "multi_mnist", ["mt2o", "mt2o-no-transfer"]),
@@ -319,6 +401,9 @@ def write_report(results: Path, docs: Path) -> None:
         labels = sorted({lab for (p, lab) in _digit_groups(runs) if p == problem})
         hv_curves(runs, problem, labels, IMAGES / f"results_{problem}_hv.png")
     hv_curves(runs, "multi_mnist", ["mt2o", "mt2o-no-transfer"], IMAGES / "results_mt2o.png")
+    hv_time_curves(
+        runs, "multi_mnist", ["pareto_mtl", "psl@wall"], IMAGES / "results_psl_multi_mnist.png"
+    )
     hv_curves(
         runs, "multi_mnist", ["pareto_mtl", "pareto_mtl-no-init"], IMAGES / "results_init.png"
     )

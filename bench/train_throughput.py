@@ -14,6 +14,8 @@ Measures, in one run and interleaved (so machine noise hits every variant alike)
 - ``sequential_tight``: the same loop with the redundant work removed (one forward for the
   task gradients, taken with ``retain_graph``, and one forward and backward of the weighted loss),
 - ``floor``: plain training of one model on the summed loss (one forward and backward).
+- ``psl``: Pareto-set learning's one preference-conditioned LeNet (``samples`` preference
+  groups per batch, one weighted backward), its training steps only.
 
 Reports samples/s (data samples through all K models for the multi-model variants) and the
 ratios stacked/sequential and (stacked time per model)/(floor time). Writes JSON to
@@ -38,6 +40,7 @@ from torch import Tensor
 
 from pmtl_core.config import make_config
 from pmtl_core.engine import DatasetLoop
+from pmtl_core.engine.conditioned_loop import ConditionedLoop
 from pmtl_core.methods import get_method
 from pmtl_core.preferences import uniform
 from pmtl_core.problems.multi_digit import MultiDigitProblem
@@ -161,6 +164,7 @@ def main() -> None:
     sequential = Sequential(problem, args.k, 1e-3, device)
     sequential_tight = Sequential(problem, args.k, 1e-3, device, tight=True)
     floor = Floor(problem, 1e-3, device)
+    psl = ConditionedLoop(problem, get_method("psl")(uniform(2, args.k).to(device)), cfg, device)
     gen = torch.Generator().manual_seed(0)
 
     def run_trainer(trainer) -> float:
@@ -169,12 +173,13 @@ def main() -> None:
         trainer.train_epoch(1, gen, alive, lambda b, nb: None)
         return time.perf_counter() - t0
 
-    def run_loop(obj) -> float:
+    def run_loop(obj, raw: bool = False) -> float:
         perm = torch.randperm(n, generator=gen).to(device)
         t0 = time.perf_counter()
         for b in range(n_batches):
             idx = perm[b * bs : (b + 1) * bs]
-            obj.step(problem.transform(data.train.inputs[idx]), data.train.targets[idx])
+            x = data.train.inputs[idx]
+            obj.step(x if raw else problem.transform(x), data.train.targets[idx])
         return time.perf_counter() - t0
 
     variants = {
@@ -184,6 +189,7 @@ def main() -> None:
         "sequential": lambda: run_loop(sequential),
         "sequential_tight": lambda: run_loop(sequential_tight),
         "floor": lambda: run_loop(floor),
+        "psl": lambda: run_loop(psl, raw=True),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(args.repeats):
@@ -221,6 +227,8 @@ def main() -> None:
             "stacked_repr_per_model_vs_floor": med["stacked_repr"] / args.k / med["floor"],
             "sequential_per_model_vs_floor": med["sequential"] / args.k / med["floor"],
             "sequential_tight_per_model_vs_floor": med["sequential_tight"] / args.k / med["floor"],
+            "stacked_vs_psl": med["stacked"] / med["psl"],
+            "psl_vs_floor": med["psl"] / med["floor"],
         },
         "epoch_seconds_estimate": {name: t * n / samples for name, t in med.items()},
     }

@@ -347,15 +347,27 @@ def download(
     console.print(
         f"wrote {weights_path} and {config_path} (epoch {config.get('epoch')}); "
         "load them in Python (from this directory) with\n"
-        f"  {load_model_hint(config_path, weights_path)}",
+        f"  {load_model_hint(config_path, weights_path, predictor=_is_table(config))}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
 
 
-def load_model_hint(config_path: Path, weights_path: Path) -> str:
-    """One line of Python that loads the downloaded model, paths as written."""
+def _is_table(config: dict) -> bool:
+    """Whether the model carries a table's preprocessing (it predicts from a DataFrame)."""
+    model = config.get("model")
+    return isinstance(model, dict) and bool(model.get("preprocessing"))
+
+
+def load_model_hint(config_path: Path, weights_path: Path, *, predictor: bool = False) -> str:
+    """One line of Python that loads the downloaded model, paths as written: a predictor
+    (``predict(DataFrame)``) for a table's model, the network otherwise."""
+    if predictor:
+        return (
+            "from pmtl_core import load_predictor; "
+            f"predictor = load_predictor({str(config_path)!r}, {str(weights_path)!r})"
+        )
     return (
         "from pmtl_core import load_model; "
         f"model = load_model({str(config_path)!r}, {str(weights_path)!r})"

@@ -17,6 +17,7 @@ pages = {
     "new_run": st.Page("app_pages/new_run.py", title="New run", icon=":material/add_circle:"),
     "run_detail": st.Page("app_pages/run_detail.py", title="Run", icon=":material/insights:"),
     "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    "datasets": st.Page("app_pages/datasets.py", title="Datasets", icon=":material/table:"),
 }
 session.register_pages(pages)
 navigation = st.navigation(list(pages.values()))

@@ -129,6 +129,9 @@ class ModelConfig(_Config):
 
     encoder: Annotated[LeNetConfig | MLPConfig, Field(discriminator="type")]
     heads: tuple[Annotated[int, Field(ge=1)], ...] = Field(min_length=1)
+    #: the table problem's fitted input/target encoding (not part of the network; kept out of
+    #: dumps, read by pmtl_core.load_predictor from the config itself)
+    preprocessing: dict[str, Any] | None = Field(None, exclude=True)
 
 
 def build_model(config: dict[str, Any] | ModelConfig) -> MultiTaskModel:

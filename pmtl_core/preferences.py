@@ -94,7 +94,8 @@ def validate(
     """Check preference vectors and return them as a float tensor of unit rows, shape (k, m).
 
     Accepts one vector ``(m,)`` or a batch ``(k, m)``. Raises ``ValueError`` naming the bad row
-    for NaN, infinite, negative or all-zero entries, a wrong length, or an empty batch.
+    for NaN, infinite, negative or all-zero entries, a wrong length, or an empty batch; the
+    message lists every bad row, numbered from 1.
     """
     t = torch.as_tensor(v, dtype=torch.float64) if not isinstance(v, Tensor) else v.double()
     if t.dim() == 1:
@@ -116,18 +117,21 @@ def validate(
         )
     if t.shape[1] == 0:
         raise ValueError("preference vectors must have at least one entry")
-    for i, row in enumerate(t):
+    problems = []  # every bad row, numbered from 1 as a person counts them
+    for i, row in enumerate(t, start=1):
         if torch.isnan(row).any():
-            raise ValueError(f"preference vector {i} contains NaN: {row.tolist()}")
-        if torch.isinf(row).any():
-            raise ValueError(f"preference vector {i} contains an infinite value: {row.tolist()}")
-        if (row < 0).any():
-            raise ValueError(
+            problems.append(f"preference vector {i} contains NaN: {row.tolist()}")
+        elif torch.isinf(row).any():
+            problems.append(f"preference vector {i} contains an infinite value: {row.tolist()}")
+        elif (row < 0).any():
+            problems.append(
                 f"preference vector {i} has a negative entry: {row.tolist()} "
                 "(preferences are directions in the positive orthant)"
             )
-        if not (row > 0).any():
-            raise ValueError(f"preference vector {i} is all zeros; at least one entry must be > 0")
+        elif not (row > 0).any():
+            problems.append(f"preference vector {i} is all zeros; at least one entry must be > 0")
+    if problems:
+        raise ValueError("; ".join(problems))
     return normalise(t).float()
 
 

@@ -26,8 +26,9 @@ __all__ = [
 ]
 
 
-#: Problem options a REST client may not set: a server path, and fetching files from the network.
-SERVER_ONLY_OPTIONS = frozenset({"data_dir", "download"})
+#: Problem options a REST client may not set: server paths (``dataset_path`` is filled in from
+#: ``dataset_id`` by the worker), and fetching files from the network.
+SERVER_ONLY_OPTIONS = frozenset({"data_dir", "download", "dataset_path"})
 
 
 @functools.cache

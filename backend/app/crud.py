@@ -18,6 +18,7 @@ from backend.app.db.models import Artifact, Job, MetricPoint, Preference, Run, U
 from backend.app.fronts import LatestPoint
 
 __all__ = [
+    "active_run_count",
     "add_preferences",
     "checkpointed_job_ids",
     "create_run",
@@ -105,6 +106,15 @@ def create_run(
     )
     session.flush()
     return run
+
+
+def active_run_count(session: Session, *, user: User) -> int:
+    """Runs of ``user`` that are queued or running (what ``PMTL_MAX_ACTIVE_RUNS_PER_USER``
+    limits)."""
+    stmt = select(func.count(Run.id)).where(
+        Run.owner_id == user.id, Run.status.in_(("queued", "running"))
+    )
+    return session.scalar(stmt) or 0
 
 
 def checkpointed_job_ids(session: Session, *, run_id: int) -> set[int]:

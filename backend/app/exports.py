@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from backend.app.db.models import Artifact, Preference, Run
 from backend.app.storage import ArtifactStore
 
-__all__ = ["Exported", "NoCheckpoint", "exported_model"]
+__all__ = ["Exported", "NoCheckpoint", "exported_model", "onnx_model"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+ONNX = "model.onnx"
 
 
 class NoCheckpoint(LookupError):
@@ -120,7 +121,31 @@ def _export(
         shutil.rmtree(scratch, ignore_errors=True)
     _record(session, run, pref, "model", epoch, rel_weights, w_sha, w_size)
     _record(session, run, pref, "model_config", epoch, rel_config, c_sha, c_size)
+    _prune(session, store, pref, keep=store.exports_keep)
     return Exported(target / WEIGHTS, target / CONFIG, epoch, w_sha)
+
+
+def _prune(session: Session, store: ArtifactStore, pref: Preference, *, keep: int) -> None:
+    """Keep the exports of the newest ``keep`` epochs of a preference; drop the older ones'
+    rows and directories (weights, config, ONNX). A pinned download of a dropped epoch is
+    exported again while its checkpoint exists."""
+    rows = session.scalars(
+        select(Artifact).where(
+            Artifact.job_id == pref.job_id,
+            Artifact.preference_id == pref.id,
+            Artifact.kind.in_(("model", "model_config")),
+        )
+    ).all()
+    epochs = sorted({row.epoch for row in rows}, reverse=True)
+    old = set(epochs[keep:])
+    if not old:
+        return
+    for row in rows:
+        if row.epoch in old:
+            session.delete(row)
+    session.flush()
+    for epoch in old:
+        shutil.rmtree(store.model_dir(pref.run_id, pref.job_id, pref.id, epoch), ignore_errors=True)
 
 
 def _pinned(
@@ -177,3 +202,16 @@ def exported_model(
     else:
         reason = f"this model has no checkpoint (its job is {state})"
     raise NoCheckpoint(f"preference {preference.id}: {reason}")
+
+
+def onnx_model(store: ArtifactStore, exported: Exported) -> Path:
+    """The ONNX file of an exported model (numeric input to one output per task), converted
+    once and kept next to its weights; ``ValueError`` for a function problem's solution."""
+    target = exported.weights.parent / ONNX
+    if target.is_file():
+        return target
+    from pmtl_core.onnx_export import export_onnx
+
+    data = export_onnx(exported.config, exported.weights)
+    store.write_bytes(store.relative(target), data)
+    return target

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -15,13 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Scope
 
-from backend.app.api.router import api_router
+from backend.app.api.router import UPLOADS, api_router
 from backend.app.api.routes import health
 from backend.app.api.validation import request_errors
 from backend.app.core.config import Settings
 from backend.app.db.session import (
     DatabaseError,
     SchemaError,
+    check_schema,
     create_db_engine,
     make_session_factory,
 )
@@ -39,6 +42,31 @@ def _operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}"
 
 
+def _warm_up(app: FastAPI) -> None:
+    """Check the schema once before serving, so the first burst of requests (a hundred open
+    run pages after a restart) does not run a hundred schema checks at once."""
+    try:
+        check_schema(app.state.engine)
+        app.state.schema_ok = True
+    except (DatabaseError, SchemaError) as exc:
+        log.warning("schema not ready at start-up (requests will check again): %s", exc)
+
+
+async def _sweep(store: ArtifactStore, settings: Settings) -> None:
+    """Remove stale temporary and set-aside files of the artifact store at start-up, then
+    every ``cleanup_interval_s`` (0: at start-up only)."""
+    while True:
+        try:
+            removed = await run_in_threadpool(store.clean_stale, settings.stale_file_age_s)
+            if removed:
+                log.info("artifact store: removed %d stale temporary or set-aside paths", removed)
+        except OSError as exc:
+            log.warning("artifact store sweep failed: %s", exc)
+        if settings.cleanup_interval_s <= 0:
+            return
+        await asyncio.sleep(settings.cleanup_interval_s)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings``: engine, session factory, store and metrics on app.state."""
     # Sync routes run on a 40-thread pool: give every thread a connection.
@@ -51,7 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_warm_up, app)
+        sweeper = asyncio.create_task(_sweep(app.state.store, settings))
         yield
+        sweeper.cancel()
         engine.dispose()
 
     app = FastAPI(
@@ -64,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    app.state.store = ArtifactStore(settings.artifact_root)
+    app.state.store = ArtifactStore(settings.artifact_root, exports_keep=settings.exports_keep)
     app.state.schema_ok = False
     registry, latency = build_registry(app.state.session_factory)
     app.state.metrics_registry = registry
@@ -108,7 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes, exempt=UPLOADS)
     templates: dict[str, str] = {}
 
     def route_of(scope: Scope) -> str:

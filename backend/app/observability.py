@@ -142,9 +142,11 @@ class RequestMetricsMiddleware:
 class BodyLimitMiddleware:
     """Answers 413 when a request body exceeds ``max_bytes`` (declared or streamed)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: paths whose routes stream and bound their own bodies (data set uploads)
+        self.exempt = frozenset(exempt)
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
@@ -165,7 +167,7 @@ class BodyLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check Content-Length, then buffer the body up to the limit before the app runs."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +36,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _older(path: Path, now: float, age: float) -> bool:
+    """Whether ``path`` was last modified more than ``age`` seconds ago (False if gone)."""
+    try:
+        return now - path.stat().st_mtime > age
+    except OSError:
+        return False
+
+
 def _check_id(value: int, what: str) -> int:
     # bool is an int subclass; a negative or non-integer id never names a directory.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -43,10 +52,14 @@ def _check_id(value: int, what: str) -> int:
 
 
 class ArtifactStore:
-    """Files of runs under ``root``; relative paths are what ``artifacts.path`` stores."""
+    """Files of runs under ``root``; relative paths are what ``artifacts.path`` stores.
 
-    def __init__(self, root: Path) -> None:
+    ``exports_keep``: exported model epochs kept per preference (:mod:`backend.app.exports`).
+    """
+
+    def __init__(self, root: Path, exports_keep: int = 2) -> None:
         self.root = Path(root).resolve()
+        self.exports_keep = max(1, exports_keep)
 
     # -------------------------------------------------------------- paths
 
@@ -139,6 +152,41 @@ class ArtifactStore:
         return True
 
     # -------------------------------------------------------------- deletion
+
+    def clean_stale(self, max_age_s: float = 3600.0) -> int:
+        """Remove debris under the root; the number of paths removed.
+
+        Debris: temporary files of interrupted atomic writes (``.*.tmp``) and export scratch
+        directories (``.export-*``) older than ``max_age_s`` (younger ones may be in use),
+        checkpoints set aside as unusable (``*.discarded``) of the same age, and run trees
+        renamed for deletion (``.deleted-*``) whose removal was interrupted.
+        """
+        if not self.root.is_dir():
+            return 0
+        now = time.time()
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            here = Path(dirpath)
+            for name in list(dirnames):
+                path = here / name
+                if name.startswith(".deleted-") or (
+                    name.startswith(".export-") and _older(path, now, max_age_s)
+                ):
+                    shutil.rmtree(path, ignore_errors=True)
+                    dirnames.remove(name)
+                    removed += 1
+            for name in filenames:
+                path = here / name
+                stale = (name.startswith(".") and name.endswith(".tmp")) or name.endswith(
+                    ".discarded"
+                )
+                if stale and _older(path, now, max_age_s):
+                    try:
+                        path.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
 
     def delete_run(self, run_id: int) -> bool:
         """Remove a run's whole tree; True if something was removed."""

@@ -16,7 +16,11 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from frontend.lib.models import (
+    Dataset,
+    DatasetList,
+    DatasetPreview,
     Download,
+    Evaluation,
     Front,
     HypervolumeHistory,
     Method,
@@ -252,6 +256,75 @@ class ApiClient:
         params = {} if epoch is None else {"epoch": epoch}
         path = f"/runs/{run_id}/solutions/{pref_id}/config"
         return dict(self._request("GET", path, params=params).json())
+
+    # ------------------------------------------------------------ learned Pareto sets (psl)
+
+    def evaluate(
+        self, run_id: int, vectors: Sequence[Sequence[float]], split: Split = "train"
+    ) -> Evaluation:
+        """Losses and metrics of any preferences under a ``psl`` run's one model."""
+        body = {"vectors": [list(map(float, v)) for v in vectors], "split": split}
+        return self._post(Evaluation, f"/runs/{run_id}/evaluate", body)
+
+    def preference_model(
+        self, run_id: int, preference: Sequence[float], epoch: int | None = None
+    ) -> Download:
+        """The network of any preference of a ``psl`` run (safetensors bytes)."""
+        params: dict[str, Any] = {"preference": _vector(preference)}
+        if epoch is not None:
+            params["epoch"] = epoch
+        response = self._request("GET", f"/runs/{run_id}/model", params=params)
+        served = response.headers.get("x-pmtl-epoch")
+        return Download(
+            content=response.content,
+            filename=_filename(response, "model.safetensors"),
+            epoch=int(served) if served and served.isdigit() else None,
+        )
+
+    def preference_config(
+        self, run_id: int, preference: Sequence[float], epoch: int | None = None
+    ) -> dict[str, Any]:
+        """The JSON config that rebuilds :meth:`preference_model`'s network (same epoch)."""
+        params: dict[str, Any] = {"preference": _vector(preference)}
+        if epoch is not None:
+            params["epoch"] = epoch
+        return dict(self._request("GET", f"/runs/{run_id}/config", params=params).json())
+
+    # ------------------------------------------------------------ data sets
+
+    def list_datasets(self) -> list[Dataset]:
+        """The caller's uploaded tables, newest first."""
+        return self._get(DatasetList, "/datasets").data
+
+    def get_dataset(self, dataset_id: int) -> Dataset:
+        """One uploaded table with its columns and their dtypes."""
+        return self._get(Dataset, f"/datasets/{dataset_id}")
+
+    def upload_dataset(
+        self,
+        content: bytes,
+        filename: str,
+        name: str | None = None,
+        timeout: float | None = 300.0,
+    ) -> Dataset:
+        """Upload a CSV (header row) or Parquet file (multipart ``file`` + optional ``name``);
+        a large file may take longer than an ordinary request, hence its own ``timeout``."""
+        files = {"file": (filename, content, "application/octet-stream")}
+        data = {"name": name} if name else None
+        response = self._request("POST", "/datasets", files=files, data=data, timeout=timeout)
+        return Dataset.model_validate(response.json())
+
+    def dataset_preview(self, dataset_id: int, rows: int = 20) -> DatasetPreview:
+        """The first ``rows`` rows of an uploaded table."""
+        return self._get(DatasetPreview, f"/datasets/{dataset_id}/preview", rows=rows)
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        """Delete an uploaded table (409 while a queued or running run uses it)."""
+        self._request("DELETE", f"/datasets/{dataset_id}")
+
+
+def _vector(values: Sequence[float]) -> str:
+    return ",".join(f"{float(x):.9g}" for x in values)
 
 
 def _ref(ref: Sequence[float] | None) -> str | None:

@@ -6,7 +6,15 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-__all__ = ["STATUS_COLOUR", "duration", "number", "status_badge", "vector", "when"]
+__all__ = [
+    "STATUS_COLOUR",
+    "duration",
+    "file_size",
+    "number",
+    "status_badge",
+    "vector",
+    "when",
+]
 
 #: Streamlit markdown colour of each run/job state.
 STATUS_COLOUR = {
@@ -52,3 +60,13 @@ def duration(seconds: float | None) -> str:
 def when(moment: datetime | None) -> str:
     """A timestamp as ``2025-01-31 14:05`` (UTC)."""
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+def file_size(n_bytes: int) -> str:
+    """``1536`` → ``1.5 KiB`` (binary units, as ``PMTL_MAX_UPLOAD_MB`` counts them)."""
+    size = float(max(0, n_bytes))
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

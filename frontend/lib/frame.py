@@ -20,7 +20,7 @@ Connection = Literal["ok", "unreachable", "signed_out"]
 def check_connection() -> tuple[Connection, User | None, str]:
     """Ask the API who we are: (state, user, message)."""
     if not session.token():
-        return "signed_out", None, "no API token yet"
+        return "signed_out", None, session.env_token_refusal() or "no API token yet"
     try:
         return "ok", session.client().me(), ""
     except ApiUnavailable as exc:
@@ -58,8 +58,9 @@ def login_box(reason: str) -> None:
     """Ask for an API token (``pmtl user create NAME`` prints one) and check it."""
     st.title("Pareto MTL Lab")
     st.info(
-        "Sign in with an API token. An administrator creates one with "
-        "`pmtl user create NAME`; you can also start the UI with `PMTL_TOKEN` set.",
+        "Sign in with your API token. An administrator creates one with "
+        "`pmtl user create NAME` (it is printed once). On a single-user machine `pmtl up` "
+        "signs you in with `PMTL_TOKEN` instead.",
         icon=":material/key:",
     )
     if reason and reason != "no API token yet":
@@ -95,6 +96,6 @@ def sidebar(user: User | None) -> None:
         if user is not None:
             role = " (admin)" if user.is_admin else ""
             st.caption(f"Signed in as **{user.name}**{role}")
-            if st.session_state.get(session.TOKEN_KEY) and st.button("Sign out"):
+            if st.button("Sign out", icon=":material/logout:", key="pmtl.sign_out"):
                 session.set_token(None)
                 st.rerun()

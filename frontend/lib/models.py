@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "TERMINAL",
+    "Dataset",
+    "DatasetColumn",
+    "DatasetList",
+    "DatasetPreview",
     "Download",
+    "EvaluatedPoint",
+    "Evaluation",
     "Front",
     "FrontPoint",
     "HypervolumeHistory",
@@ -228,3 +234,53 @@ class Download(_Model):
     content: bytes
     filename: str
     epoch: int | None = None
+
+
+class EvaluatedPoint(_Model):
+    """One preference of a learned Pareto set: its losses and metrics per task."""
+
+    vector: list[float]
+    losses: list[float | str]
+    metrics: dict[str, list[float | str]] = {}
+
+
+class Evaluation(_Model):
+    """Evaluated preferences of a ``psl`` run at one checkpoint (``POST /runs/{id}/evaluate``)."""
+
+    epoch: int
+    split: str
+    points: list[EvaluatedPoint]
+
+
+class DatasetColumn(_Model):
+    """One column of an uploaded table and its pandas dtype."""
+
+    name: str
+    dtype: str
+
+
+class Dataset(_Model):
+    """An uploaded table (``GET /datasets/{id}``)."""
+
+    id: int
+    name: str
+    format: str
+    n_rows: int
+    columns: list[DatasetColumn]
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetList(_Model):
+    """The caller's data sets, newest first (``GET /datasets``)."""
+
+    data: list[Dataset]
+    count: int
+
+
+class DatasetPreview(_Model):
+    """The first rows of a data set (``GET /datasets/{id}/preview``)."""
+
+    columns: list[str]
+    rows: list[list[Any]]

@@ -6,6 +6,7 @@ pages share one client and one token and never read the environment themselves.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,9 @@ from frontend.lib.settings import UISettings
 __all__ = [
     "API_ERRORS",
     "client",
+    "env_token_refusal",
     "go_to",
+    "is_loopback",
     "page",
     "register_pages",
     "report",
@@ -32,6 +35,7 @@ SETTINGS_KEY = "pmtl.settings"
 CLIENT_KEY = "pmtl.client"
 TOKEN_KEY = "pmtl.token"
 PAGES_KEY = "pmtl.pages"
+SIGNED_OUT_KEY = "pmtl.signed_out"
 API_ERRORS = (ApiError, ApiUnavailable)
 T = TypeVar("T")
 
@@ -43,14 +47,52 @@ def settings() -> UISettings:
     return st.session_state[SETTINGS_KEY]
 
 
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` (a host the UI listens on) is reachable from this machine only."""
+    if not address:
+        return False  # Streamlit without an address listens on every interface
+    if address.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def env_token_refusal() -> str | None:
+    """Why ``PMTL_TOKEN`` may not be used here, or ``None`` when it may.
+
+    ``PMTL_TOKEN`` is the embedded single-user default (``pmtl up`` serves the UI on
+    127.0.0.1). A UI served on another address is shared: whoever reaches it would act as that
+    token's user, so everyone signs in with their own token instead.
+    """
+    if not settings().token:
+        return None
+    address = st.get_option("server.address")
+    if is_loopback(address):
+        return None
+    where = f"on {address}" if address else "on every network interface"
+    return (
+        f"PMTL_TOKEN is set but not used: this UI is served {where}, where everyone who "
+        "reaches it would act as that token's user. Sign in with your own token."
+    )
+
+
 def token() -> str | None:
-    """The session's API token: typed in the login box, else ``PMTL_TOKEN``."""
-    return st.session_state.get(TOKEN_KEY) or settings().token
+    """The session's API token: typed in the login box, else ``PMTL_TOKEN`` when the UI is
+    served on a loopback address and the session has not signed out."""
+    typed = st.session_state.get(TOKEN_KEY)
+    if typed:
+        return typed
+    if st.session_state.get(SIGNED_OUT_KEY) or env_token_refusal():
+        return None
+    return settings().token
 
 
 def set_token(value: str | None) -> None:
-    """Use ``value`` as this session's token (``None`` signs out)."""
+    """Use ``value`` as this session's token (``None`` signs out, ``PMTL_TOKEN`` included)."""
     st.session_state[TOKEN_KEY] = value
+    st.session_state[SIGNED_OUT_KEY] = value is None
     st.session_state.pop(CLIENT_KEY, None)
 
 

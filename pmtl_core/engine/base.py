@@ -102,6 +102,20 @@ class LoopBase:
                 if isinstance(value, Tensor) and value.shape == p.shape:
                     mix_stacked(value, mixing)
 
+    def _bind_data_set(self, problem: Any) -> None:
+        """Epoch geometry of a data set held in ``self.data`` (samples, batches, steps), told
+        to the method; the problem's metric names."""
+        n = self.data.train.inputs.shape[0]
+        if n == 0:
+            raise ValueError(f"problem {problem.name!r} has an empty training set")
+        self.samples_per_epoch = n
+        self.batches_per_epoch = -(-n // self.cfg.batch_size)
+        self.total_steps = self.cfg.epochs * self.batches_per_epoch
+        self.method.bind(
+            steps_per_epoch=self.batches_per_epoch, total_steps=self.total_steps, dataset=True
+        )
+        self.metric_names = tuple(getattr(problem, "metric_names", ()))
+
     def _base_state(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),

@@ -34,16 +34,7 @@ class DatasetLoop(LoopBase):
             models = [problem.build_model() for _ in range(self.k)]
         self.stack = StackedModels(models, device)
         super().__init__(method, cfg, list(self.stack.params.values()))
-        n = self.data.train.inputs.shape[0]
-        if n == 0:
-            raise ValueError(f"problem {problem.name!r} has an empty training set")
-        self.samples_per_epoch = n
-        self.batches_per_epoch = -(-n // cfg.batch_size)
-        self.total_steps = cfg.epochs * self.batches_per_epoch
-        method.bind(
-            steps_per_epoch=self.batches_per_epoch, total_steps=self.total_steps, dataset=True
-        )
-        self.metric_names = tuple(getattr(problem, "metric_names", ()))
+        self._bind_data_set(problem)
 
     def _forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         z = self.stack.encode(self.problem.transform(x))

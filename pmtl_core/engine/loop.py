@@ -27,6 +27,7 @@ from pmtl_core import checkpoints
 from pmtl_core.config import EngineConfig, make_config
 from pmtl_core.devices import resolve_device
 from pmtl_core.engine.base import Loop
+from pmtl_core.engine.conditioned_loop import ConditionedLoop
 from pmtl_core.engine.dataset_loop import DatasetLoop
 from pmtl_core.engine.function_loop import FunctionLoop
 from pmtl_core.engine.records import (
@@ -108,8 +109,10 @@ def train(
             f"not the {kind} problem {problem.name!r}"
         )
     trainer: Loop
-    if cls.learns_pareto_set:
+    if cls.learns_pareto_set and kind == "function":
         trainer = SetLoop(problem, algo, cfg, device)
+    elif cls.learns_pareto_set:
+        trainer = ConditionedLoop(problem, algo, cfg, device)
     elif kind == "function":
         trainer = FunctionLoop(problem, algo, cfg, device)
     else:

@@ -19,7 +19,14 @@ from pmtl_core.config import EngineConfig
 from pmtl_core.engine.function_loop import PointsLoop
 from pmtl_core.methods import Method
 
-__all__ = ["SetLoop", "SetModel"]
+__all__ = ["SetLoop", "SetModel", "sample_preferences"]
+
+
+def sample_preferences(n: int, m: int, gen: torch.Generator) -> Tensor:
+    """``n`` preferences uniform on the simplex (Dirichlet(1)), scaled to unit length (CPU)."""
+    w = -torch.log(torch.rand(n, m, generator=gen).clamp_min(1e-12))
+    w = w / w.sum(-1, keepdim=True)
+    return w / torch.linalg.vector_norm(w, dim=-1, keepdim=True)
 
 
 class SetModel(nn.Module):
@@ -84,10 +91,7 @@ class SetLoop(PointsLoop):
 
     def sample_preferences(self, n: int) -> Tensor:
         """``n`` preferences uniform on the simplex (Dirichlet(1)), scaled to unit length."""
-        m = self.problem.n_tasks
-        w = -torch.log(torch.rand(n, m, generator=self.pref_gen).clamp_min(1e-12))
-        w = w / w.sum(-1, keepdim=True)
-        return (w / torch.linalg.vector_norm(w, dim=-1, keepdim=True)).to(self.device)
+        return sample_preferences(n, self.problem.n_tasks, self.pref_gen).to(self.device)
 
     def pareto_set(self, preferences: Tensor) -> Tensor:
         """Solutions ``(n, d)`` for any preferences ``(n, m)`` (rows scaled to unit length)."""

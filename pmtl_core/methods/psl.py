@@ -14,8 +14,10 @@ the solution for ``u`` lands on ``u``'s ray (as EPO's), whatever the shape of th
 
 As a :class:`~pmtl_core.methods.Method` it maps the losses at the sampled preferences to the
 (sub)gradient weights of ``g``: ``r_i / sum(r)`` on the task with the largest ``r_i L_i``, zero
-on the others. The engine's set loop (:mod:`pmtl_core.engine.set_loop`) owns the model ``h``.
-This version trains function problems; data-set problems are not supported yet.
+on the others. The engine owns the model ``h``: on function problems an MLP from preferences to
+solutions (:mod:`pmtl_core.engine.set_loop`); on data sets the problem's own network with the
+preference as extra inputs, COSMOS-style (:mod:`pmtl_core.engine.conditioned_loop`), whose
+network for one preference folds out as a plain model of the problem.
 """
 
 from __future__ import annotations
@@ -35,10 +37,18 @@ class PSLParams(MethodParams):
     """Hyperparameters of Pareto-set learning."""
 
     hidden: int = Field(
-        64, ge=4, le=4096, description="width of the two hidden layers of the set model h(u)"
+        64,
+        ge=4,
+        le=4096,
+        description="width of the two hidden layers of the set model h(u) "
+        "(function problems; on a data set h is the problem's own network)",
     )
     samples: int = Field(
-        16, ge=1, le=4096, description="preferences sampled from the simplex at every step"
+        16,
+        ge=1,
+        le=4096,
+        description="preferences sampled from the simplex at every step (on a data set, the "
+        "batch is cut into that many groups, one preference each)",
     )
     r_min: float = Field(
         1e-2,
@@ -65,15 +75,14 @@ class PSL(Method):
     name = "psl"
     summary = (
         "Pareto-set learning: one preference-conditioned model for the whole front, trained on "
-        "preferences sampled every step; any preference's solution on demand, on its ray "
-        "(function problems for now)."
+        "preferences sampled every step; any preference's solution on demand, on its ray."
     )
     Params = PSLParams
     needs_gram = False
     couples_subproblems = True
     warm_startable = False
     learns_pareto_set: ClassVar[bool] = True
-    problem_kinds: ClassVar[tuple[str, ...]] = ("function",)
+    problem_kinds: ClassVar[tuple[str, ...]] = ("function", "dataset")
 
     def forward(self, losses: Tensor, gram: Tensor | None) -> Tensor:
         return chebyshev_weights(losses, self.preferences, self.params.r_min)

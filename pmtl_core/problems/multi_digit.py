@@ -20,6 +20,9 @@ The result is cached as one safetensors file (``uint8`` images ``(N, 36, 36)``, 
 ``(N, 2)``) under the cache directory, keyed by name, seed, sizes and :data:`FORMAT_VERSION`, with
 its sha256 in a ``.sha256`` file beside it (``sha256sum -c`` format). Both are written atomically
 (temp file, fsync, rename); a cache whose checksum does not match is rebuilt with a warning.
+The cache directory has a size cap (``cache_max_bytes``, else ``$PMTL_CACHE_MAX_GB``, see
+:mod:`pmtl_core.cache`): before a new file is written the least recently used ones are evicted
+to make room, and a data set larger than the cap alone is used without being cached.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 
 from pmtl_core.atomic import atomic_write_bytes
+from pmtl_core.cache import make_room, touch
 from pmtl_core.models import LeNetConfig, ModelConfig
 from pmtl_core.problems.dataset import ClassificationProblem, DataSplits, TensorData
 
@@ -216,6 +220,7 @@ class MultiDigitProblem(ClassificationProblem):
         data_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
         width: float = 1.0,
+        cache_max_bytes: int | None = None,
     ) -> None:
         if name not in SOURCES:
             raise ValueError(f"unknown multi-digit problem {name!r}; choose one of {list(SOURCES)}")
@@ -230,15 +235,20 @@ class MultiDigitProblem(ClassificationProblem):
         self.download = download
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_max_bytes = cache_max_bytes
         self.width = width
         self._model = ModelConfig(encoder=LeNetConfig(width=width), heads=(10, 10))
 
     @property
     def cache_path(self) -> Path:
         """Where this problem's data are cached (the checksum sits beside it)."""
-        root = self.cache_dir if self.cache_dir is not None else default_cache_dir()
         key = f"{self.name}-v{FORMAT_VERSION}-seed{self.seed}-{self.train_size}-{self.test_size}"
-        return root / "multi_digit" / f"{key}.safetensors"
+        return self.cache_root / "multi_digit" / f"{key}.safetensors"
+
+    @property
+    def cache_root(self) -> Path:
+        """The cache directory whose total size is capped."""
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     def load(self, device: torch.device | str = "cpu") -> DataSplits:
         """Both splits on ``device``: read from the cache, or built and cached first."""
@@ -252,7 +262,15 @@ class MultiDigitProblem(ClassificationProblem):
             )
             log.info("built %s in %.1f s", path.name, time.perf_counter() - started)
             meta = {"name": self.name, "seed": self.seed, "train_size": self.train_size}
-            _write_cache(path, tensors, {k: str(v) for k, v in meta.items()})
+            _write_cache(
+                path,
+                tensors,
+                {k: str(v) for k, v in meta.items()},
+                root=self.cache_root,
+                max_bytes=self.cache_max_bytes,
+            )
+        else:
+            touch(path)  # most recently used: evicted last
         splits = DataSplits(
             TensorData(tensors["train_images"], tensors["train_labels"]),
             TensorData(tensors["test_images"], tensors["test_labels"]),
@@ -307,13 +325,28 @@ def _read_cache(
     return tensors
 
 
-def _write_cache(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """Write the tensors, then their checksum, atomically; a failure only costs a rebuild."""
+def _write_cache(
+    path: Path,
+    tensors: dict[str, Tensor],
+    metadata: dict[str, str],
+    *,
+    root: Path | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """Write the tensors, then their checksum, atomically, after making room for them under
+    the cap of ``root`` (default: the file's directory); a failure only costs a rebuild."""
     blob = safetensors.torch.save(
         {k: tensors[k].contiguous() for k in _KEYS},
         metadata | {"format_version": str(FORMAT_VERSION)},
     )
     try:
+        if not make_room(root or path.parent, len(blob) + 200, max_bytes=max_bytes, keep=[path]):
+            log.warning(
+                "%s (%.2f GB) is larger than the cache cap (PMTL_CACHE_MAX_GB); not cached",
+                path.name,
+                len(blob) / 1e9,
+            )
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, blob)
         digest = hashlib.sha256(blob).hexdigest()

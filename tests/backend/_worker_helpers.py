@@ -133,7 +133,7 @@ class SupervisorProcess:
             children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return None
-        return next((c for c in children if "backend.app.worker_child" in c.cmdline()), None)
+        return next((c for c in children if "backend.app.worker.child" in c.cmdline()), None)
 
     def log(self) -> str:
         self._log.flush()
@@ -162,7 +162,7 @@ def own_training_children() -> list[psutil.Process]:
     out = []
     for child in psutil.Process().children():
         try:
-            if "backend.app.worker_child" in child.cmdline():
+            if "backend.app.worker.child" in child.cmdline():
                 out.append(child)
         except psutil.NoSuchProcess:
             continue

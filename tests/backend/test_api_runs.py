@@ -18,6 +18,7 @@ from backend.app import queue
 from backend.app.api import validation
 from backend.app.db.models import Job, Run
 from backend.app.db.session import session_scope
+from pmtl_core.methods import get_method
 from tests.backend._api import Api, run_payload
 
 
@@ -138,7 +139,7 @@ def test_me_names_the_token_owner(api: Api):
         ({"preferences": {"vectors": [[1.0, -0.5]]}}, "negative entry"),
         ({"preferences": {"vectors": [[0.0, 0.0]]}}, "all zeros"),
         ({"preferences": {"vectors": [[1.0, 0.0, 1.0]]}}, "length 3; the problem has 2 tasks"),
-        ({"preferences": {"vectors": [[1.0, 1.0], [1.0]]}}, "preference vector 1 has length 1"),
+        ({"preferences": {"vectors": [[1.0, 1.0], [1.0]]}}, "preference vector 2 has length 1"),
         ({"training": {"device": "cuda"}}, "cannot be set through the API"),
         ({"problem_options": {"dim": "many"}}, "invalid problem_options"),
     ],
@@ -531,12 +532,14 @@ def test_methods_list_the_paper_methods_and_the_named_variant_apart(api: Api):
     assert "margin" in variant["hyperparameters"]["properties"]
 
 
-def test_a_method_refuses_a_kind_of_problem_it_does_not_train(api: Api):
+def test_a_method_refuses_a_kind_of_problem_it_does_not_train(api: Api, monkeypatch):
     methods = {m["name"]: m for m in api.get("/methods").json()}
-    assert methods["psl"]["problem_kinds"] == ["function"]
+    assert methods["psl"]["problem_kinds"] == ["function", "dataset"]
     assert methods["psl"]["learns_pareto_set"] is True
     body = run_payload(method="psl", problem="penguins", preferences={"count": 3})
+    assert api.create_run(**body)["method"] == "psl"
+    # a method limited to function problems (as psl was) refuses a data set with a 422
+    monkeypatch.setattr(get_method("psl"), "problem_kinds", ("function",))
     response = api.post("/runs", json=body)
     assert response.status_code == 422
     assert "function problems" in response.text and "penguins" in response.text
-    assert api.create_run(method="psl", preferences={"count": 3})["method"] == "psl"

@@ -29,9 +29,10 @@ from sqlalchemy.exc import OperationalError
 from backend.app import queue
 from backend.app.db.models import Run
 from backend.app.db.session import DatabaseError, session_scope
-from backend.app.job_runner import JobContext, JobRunner, _load_plan
 from backend.app.storage import ArtifactStore
 from backend.app.worker import run_worker
+from backend.app.worker.plan import load_plan as _load_plan
+from backend.app.worker.runner import JobContext, JobRunner
 from pmtl_core.problems import get_problem
 from tests.backend._api import Api
 from tests.backend._queue_helpers import (
@@ -184,24 +185,24 @@ class _BehindThenKilled(JobRunner):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.held: list[dict] = []
+        self.held: list = []
         self.crashed = False
 
     def _handle(self, event):
         if self.crashed:
             return  # the events still in the pipe die with the host
-        if "epoch" not in event:  # start, finished, ...
+        if not hasattr(event, "epoch"):  # start, finished, ...
             super()._handle(event)
             return
-        epoch = int(event["epoch"])
-        if event["type"] == "checkpoint" and epoch >= self.crash_at:
+        epoch = int(event.epoch)
+        if event.type == "checkpoint" and epoch >= self.crash_at:
             self.crashed = True
-            self.proc.kill()
+            self.training.kill()
             self.lease.lost = True  # the supervisor is gone too: it gives up without writing
             return
         self.held.append(event)
-        ready = [e for e in self.held if int(e["epoch"]) <= epoch - self.lag]
-        self.held = [e for e in self.held if int(e["epoch"]) > epoch - self.lag]
+        ready = [e for e in self.held if int(e.epoch) <= epoch - self.lag]
+        self.held = [e for e in self.held if int(e.epoch) > epoch - self.lag]
         for held in ready:
             super()._handle(held)
 
@@ -490,7 +491,7 @@ def test_new_preferences_warm_start_from_the_newest_good_checkpoint_of_their_nei
 
 
 def test_the_workers_download_setting_reaches_data_set_problems_only():
-    from backend.app.worker_child import problem_options
+    from backend.app.worker.training import problem_options
 
     spec = {"problem": "multi_mnist", "problem_options": {"train_size": 64}, "download_data": True}
     assert problem_options(spec) == {"train_size": 64, "download": True}
@@ -524,7 +525,7 @@ def _context(factory, settings, **overrides) -> JobContext:
 
 @pytest.mark.parametrize("allowed", [True, False], ids=["download", "no-download"])
 def test_the_workers_download_setting_decides_for_runs_created_through_the_api(tmp_path, allowed):
-    from backend.app.worker_child import problem_options
+    from backend.app.worker.training import problem_options
 
     with database("sqlite", tmp_path) as url, Api.start(url, tmp_path / "api") as api:
         run = api.create_run(
@@ -537,7 +538,7 @@ def test_the_workers_download_setting_decides_for_runs_created_through_the_api(t
         plan = _load_plan(_context(api.factory, settings), claim, "cpu")
     # What the training process builds from the supervisor's spec.
     options = problem_options(plan.spec)
-    problem = get_problem(plan.spec["problem"], options)
+    problem = get_problem(plan.spec.problem, options)
     assert problem.download is allowed
     assert (problem.train_size, problem.test_size) == (64, 32)
     # The run keeps only what its client chose; the worker adds its own configuration.

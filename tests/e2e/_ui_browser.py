@@ -35,8 +35,56 @@ return Array.from(document.querySelectorAll('.vega-embed')).map(function (el) {
 });
 """
 
+#: JavaScript: start timing a click; ``window.__pmtlAnswer`` gets the milliseconds from the next
+#: pointer press anywhere on the page to the moment the page's text contains ``arguments[0]``.
+TIME_ANSWER_JS = """
+var wanted = arguments[0];
+window.__pmtlAnswer = null;
+window.__pmtlPressed = null;
+document.addEventListener('pointerdown', function () {
+  if (window.__pmtlPressed === null) { window.__pmtlPressed = performance.now(); }
+}, {capture: true, once: true});
+var observer = new MutationObserver(function () {
+  if (window.__pmtlPressed !== null && document.body.innerText.indexOf(wanted) >= 0) {
+    window.__pmtlAnswer = performance.now() - window.__pmtlPressed;
+    observer.disconnect();
+  }
+});
+observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+"""
+
+#: JavaScript: width and height (px) of the SVG of every vega-embed chart on the page.
+CHART_SIZES_JS = """
+return Array.from(document.querySelectorAll('.vega-embed svg')).map(function (svg) {
+  var box = svg.getBoundingClientRect();
+  return {width: box.width, height: box.height,
+          label: svg.getAttribute('aria-label') || ''};
+});
+"""
+
+#: JavaScript: whether any data frame on the page needs a horizontal scroll bar.
+DATAFRAME_OVERFLOW_JS = """
+return Array.from(document.querySelectorAll('[data-testid="stDataFrame"]')).map(function (el) {
+  var scroller = el.querySelector('.dvn-scroller') || el;
+  return scroller.scrollWidth - scroller.clientWidth;
+});
+"""
+
+#: JavaScript: the text of every data frame on the page (glide-data-grid keeps an accessible
+#: copy of its visible cells in the DOM next to the canvas).
+DATAFRAME_TEXT_JS = """
+return Array.from(document.querySelectorAll('[data-testid="stDataFrame"]')).map(function (el) {
+  return el.textContent || '';
+});
+"""
+
 __all__ = [
+    "CHART_SIZES_JS",
     "COUNT_POINTS_JS",
+    "DATAFRAME_OVERFLOW_JS",
+    "DATAFRAME_TEXT_JS",
+    "TIME_ANSWER_JS",
+    "choose_file",
     "chromium_missing_reason",
     "ensure_chromium",
     "exceptions_on_page",
@@ -143,3 +191,22 @@ def screenshot(driver: Any, path: Path, height: int | None = None) -> Path:
     time.sleep(1.0)
     driver.save_screenshot(str(path))
     return path
+
+
+def choose_file(driver: Any, path: Path, index: int = 0) -> None:
+    """Hand ``path`` to the ``index``-th ``st.file_uploader`` of the page, as a user picking
+    it in the file dialog would (the browser then uploads it to Streamlit)."""
+    from selenium.webdriver.common.by import By
+
+    def field() -> Any:
+        inputs = driver.find_elements(
+            By.CSS_SELECTOR, '[data-testid="stFileUploader"] input[type="file"]'
+        )
+        return inputs[index] if len(inputs) > index else None
+
+    wait_until(field, 30, "the file uploader").send_keys(str(path.resolve()))
+    wait_until(
+        lambda: path.name in driver.find_element(By.TAG_NAME, "body").text,
+        30,
+        f"{path.name} to be uploaded to the UI",
+    )

@@ -24,7 +24,12 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e._ui_browser import (
+    CHART_SIZES_JS,
     COUNT_POINTS_JS,
+    DATAFRAME_OVERFLOW_JS,
+    DATAFRAME_TEXT_JS,
+    TIME_ANSWER_JS,
+    choose_file,
     ensure_chromium,
     exceptions_on_page,
     make_driver,
@@ -36,6 +41,9 @@ from tests.frontend._system import System, free_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOTS = os.environ.get("PMTL_UI_SCREENSHOTS", "")
+#: A click on a point must show its solution panel within 0.5 s; this much is allowed on a
+#: busy shared CI machine (2 cores, other jobs), the measured values are printed.
+CLICK_BUDGET_MS = 1500.0
 
 
 @pytest.fixture(scope="module")
@@ -161,19 +169,24 @@ def test_run_created_in_the_browser_forms_its_front_live(system, driver, tmp_pat
     shot = screenshot(driver, tmp_path / "run_detail.png")
     assert shot.stat().st_size > 10_000
     _no_exception(driver)
+    # The header reads what the chart reads; a function problem offers only its train split.
+    body = driver.find_element(_by().TAG_NAME, "body").text
+    assert "epoch 6/6" in body and "jobs 1/1 done" in body, body[:600]
+    assert "Hypervolume (train)" in body and "Hypervolume (test)" not in body
 
-    # A click on a point opens the solution panel; both downloads arrive and load.
-    _click_point(driver)
-    wait_until(
-        lambda: "Solution #" in driver.find_element(_by().TAG_NAME, "body").text,
-        30,
-        "the solution panel after clicking a point",
-    )
+    # A click on a point opens the solution panel at once (measured in the page: from the
+    # pointer press to the panel's title); both downloads arrive, named by the one number.
+    answers = [_timed_click(driver, 0), _timed_click(driver, -1)]
+    print(f"click -> solution panel: {', '.join(f'{ms:.0f} ms' for ms, _ in answers)}")
+    assert max(ms for ms, _ in answers) <= CLICK_BUDGET_MS, answers
+    pref_id = answers[-1][1]
     _click_button(driver, "Download model (safetensors)")
     _click_button(driver, "Download config (JSON)")
     downloads = tmp_path / "downloads"
     weights = wait_until(lambda: _downloaded(downloads, ".safetensors"), 30, "the model file")
     config = wait_until(lambda: _downloaded(downloads, ".json"), 30, "the config file")
+    assert weights.name == f"run{run_id}-pref{pref_id}-model.safetensors"
+    assert config.name == f"run{run_id}-pref{pref_id}-config.json"
 
     from pmtl_core.export import load_model
 
@@ -183,6 +196,46 @@ def test_run_created_in_the_browser_forms_its_front_live(system, driver, tmp_pat
 
     if SCREENSHOTS:
         _documentation_screenshots(lab, url, driver, run_id, Path(SCREENSHOTS))
+
+
+def _timed_click(driver: Any, which: int) -> tuple[float, int]:
+    """Click the ``which``-th point of the front; (ms until its panel showed, preference id)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    target = _points(driver)[which]
+    label = target.get_attribute("aria-label") or ""
+    match = re.search(r"preference: (#(\d+) \([^)]*\))", label)
+    assert match, label
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target)
+    _idle(driver)  # the page is not busy with an earlier rerun
+    driver.execute_script(TIME_ANSWER_JS, f"Solution {match.group(1)}")
+    ActionChains(driver).move_to_element(target).click().perform()
+    answer = wait_until(
+        lambda: driver.execute_script("return window.__pmtlAnswer;"), 30, "the solution panel"
+    )
+    _idle(driver)
+    return float(answer), int(match.group(2))
+
+
+def _idle(driver: Any) -> None:
+    """Wait until no script run is in progress (Streamlit's status widget is hidden)."""
+    by = _by()
+
+    def idle() -> bool:
+        running = driver.find_elements(by.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        return not any(r.is_displayed() for r in running)
+
+    time.sleep(0.5)
+    wait_until(idle, 30, "the page to be idle", interval=0.2)
+    time.sleep(0.5)
+
+
+def _points(driver: Any) -> list[Any]:
+    return [
+        p
+        for p in driver.find_elements(_by().CSS_SELECTOR, ".vega-embed svg .mark-symbol path")
+        if "preference:" in (p.get_attribute("aria-label") or "")
+    ]
 
 
 def _click_point(driver: Any) -> None:
@@ -245,3 +298,87 @@ def _documentation_screenshots(lab: System, url: str, driver: Any, run_id: int, 
     screenshot(driver, out / "ui_compare.png")
     _no_exception(driver)
     del run_id
+
+
+def test_forms_tables_and_sign_out_in_the_browser(system, driver):
+    """The New-run picker is drawn to scale and its table follows the count; the Runs table
+    fits 1400 px; Compare says which reference point and time it uses; sign-out works."""
+    lab, url = system
+    if not lab.runs:
+        lab.runs["small"] = lab.create_run(name="small", training={"epochs": 2})["id"]
+    lab.wait_finished(next(iter(lab.runs.values())), timeout=240)
+    driver.set_window_size(1400, 1000)
+    driver.get(f"{url}/new_run")
+    _app_ready(driver, "New run")
+
+    def page_text() -> str:
+        return driver.find_element(_by().TAG_NAME, "body").text
+
+    assert "data_dir" not in page_text() and "Advanced" in page_text()
+    _choose_radio(driver, "Click on the quarter circle")
+    sizes = wait_until(lambda: driver.execute_script(CHART_SIZES_JS), 30, "the picker")
+    picker = sizes[0]
+    assert picker["width"] < 600 and abs(picker["width"] / picker["height"] - 1) < 0.2, sizes
+    _choose_radio(driver, "Table")
+    _type(driver, "Rows", "7")
+    wait_until(lambda: "7 model(s)" in page_text(), 20, "the table to have 7 rows")
+    _no_exception(driver)
+
+    driver.get(url)
+    _app_ready(driver, "Runs")
+    overflow = wait_until(lambda: driver.execute_script(DATAFRAME_OVERFLOW_JS), 30, "the table")
+    assert max(overflow) <= 1, f"the Runs table scrolls sideways at 1400 px by {overflow} px"
+
+    driver.get(f"{url}/compare")
+    _app_ready(driver, "Compare runs")
+    wait_until(lambda: "common reference point" in page_text(), 30, "the comparison")
+    assert "only a train split" in page_text() and "training time" in page_text().lower()
+
+    _click_button(driver, "Sign out")
+    wait_until(lambda: "Sign in with your API token" in page_text(), 30, "the sign-in form")
+    _no_exception(driver)
+
+
+def _choose_radio(driver: Any, label: str) -> None:
+    """Click the radio option whose text is ``label``."""
+
+    def find() -> Any:
+        for option in driver.find_elements(_by().CSS_SELECTOR, '[role="radiogroup"] label'):
+            if option.text.strip() == label:
+                return option
+        return None
+
+    option = wait_until(find, 30, f"the option {label!r}")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", option)
+    option.click()
+    time.sleep(1.0)
+
+
+def test_a_csv_uploaded_in_the_browser_is_stored_and_previewed(system, driver, tmp_path: Path):
+    """Datasets page: pick a CSV in the file uploader, upload it, see its columns with their
+    types and its first rows; the API holds the same table."""
+    lab, url = system
+    table = tmp_path / "browser_houses.csv"
+    rows = [f"{i},{i * 1.5 + 0.25},{'red' if i % 2 else 'blue'}" for i in range(30)]
+    table.write_text("rooms,price,colour\n" + "\n".join(rows) + "\n")
+    driver.get(f"{url}/datasets")
+    _app_ready(driver, "Datasets")
+    choose_file(driver, table)
+    # Inside the upload form Enter would submit: type the name without it, then click Upload.
+    name = driver.find_element(_by().CSS_SELECTOR, 'input[aria-label="Name (optional)"]')
+    name.send_keys("browser houses")
+    _click_button(driver, "Upload")
+
+    def page_text() -> str:
+        return driver.find_element(_by().TAG_NAME, "body").text
+
+    wait_until(lambda: "Uploaded “browser houses”" in page_text(), 60, "the upload to finish")
+    wait_until(lambda: "First 20 of 30 rows" in page_text(), 30, "the preview")
+    assert "rooms (int64)" in page_text() and "price (float64)" in page_text()
+    cells = wait_until(lambda: "".join(driver.execute_script(DATAFRAME_TEXT_JS)), 30, "cells")
+    assert "15.25" in cells, cells[:500]  # row 10's price, drawn in the preview grid
+    _no_exception(driver)
+    stored = [
+        d for d in lab.api("GET", "/datasets").json()["data"] if d["name"] == "browser houses"
+    ]
+    assert len(stored) == 1 and stored[0]["n_rows"] == 30

@@ -54,7 +54,9 @@ def compose_config(tmp_path_factory) -> dict:
 @pytest.mark.compose
 def test_compose_defines_the_lab_services(compose_config):
     services = compose_config["services"]
-    assert set(services) == {"postgres", "migrate", "api", "worker", "ui"}
+    # docker-compose v1 lists the services of profiles (e.g. `ray`) too; these are the defaults.
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {"postgres", "migrate", "api", "worker", "ui"}
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["migrate"]["command"] == ["pmtl", "db", "upgrade"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -92,3 +94,23 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.14.1"' in pyproject and '"torchvision==0.29.1"' in pyproject
+
+
+@pytest.mark.compose
+def test_compose_is_closed_by_default_and_the_ui_gets_no_database_credentials(compose_config):
+    services = compose_config["services"]
+    for name, port in (("api", 8000), ("ui", 8501)):
+        (published,) = services[name]["ports"]
+        # short ("127.0.0.1:8000:8000/tcp") or long syntax, by tool version
+        host_ip = published.split(":")[0] if isinstance(published, str) else published["host_ip"]
+        assert host_ip == "127.0.0.1", (name, published)
+        assert str(port) in str(published)
+    ui = services["ui"]
+    assert not ui.get("env_file")
+    leaked = [k for k, v in ui["environment"].items() if "change-me" in str(v)]
+    assert not leaked and "PMTL_DATABASE_URL" not in ui["environment"]
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["PMTL_CACHE_DIR"].startswith("/data/datasets/")
+    if "tls" in services:  # docker-compose v1 lists profiled services too
+        assert services["tls"]["profiles"] == ["tls"]
+        assert (ROOT / "deploy" / "Caddyfile").is_file()

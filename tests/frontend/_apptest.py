@@ -12,6 +12,7 @@ PAGES = {
     "new_run": "app_pages/new_run.py",
     "run_detail": "app_pages/run_detail.py",
     "compare": "app_pages/compare.py",
+    "datasets": "app_pages/datasets.py",
 }
 
 __all__ = ["ENTRY", "PAGES", "no_exception", "texts"]

@@ -103,8 +103,11 @@ class System:
         )
         system = cls(home=home, env=env, api_url=f"http://127.0.0.1:{port}", token=token)
         try:
-            system._spawn("api", [*PMTL, "serve", "--host", "127.0.0.1", "--port", str(port)])
-            wait_for(system._healthy, 60, "the API to answer /healthz")
+            system._spawn(
+                "api",
+                [*PMTL, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            )
+            wait_for(system._healthy, 180, "the API to answer /healthz")
             if devices:
                 system._spawn("worker", [*PMTL, "worker", "--devices", devices])
             yield system

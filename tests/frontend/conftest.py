@@ -89,6 +89,18 @@ def three_task_run(lab: System) -> dict[str, Any]:
     return _finished(lab, "three_tasks")
 
 
+@pytest.fixture(autouse=True)
+def served_on_loopback() -> Iterator[None]:
+    """AppTest runs no server: say the UI is served on 127.0.0.1, as ``pmtl up`` serves it
+    (``PMTL_TOKEN`` is honoured only there); a test may set another address."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", before)
+
+
 @pytest.fixture
 def ui_env(lab: System, monkeypatch: pytest.MonkeyPatch) -> System:
     """Point the UI settings (read from ``PMTL_*``) at the lab, signed in by token."""

@@ -98,3 +98,19 @@ def test_settings_read_the_environment(monkeypatch):
         None,
         3.5,
     )
+
+
+def test_bad_vectors_are_all_reported_by_the_row_the_user_sees(client):
+    body = {
+        "name": "bad vectors",
+        "problem": "concave",
+        "method": "pareto_mtl",
+        "preferences": {"vectors": [[1.0, 1.0], [0.0, 0.0], [1.0, -1.0]]},
+    }
+    with pytest.raises(ApiError) as err:
+        client.create_run(body)
+    message = str(err.value)
+    assert err.value.status == 422
+    assert "preference vector 2 is all zeros" in message
+    assert "preference vector 3 has a negative entry" in message
+    assert "vector 1 " not in message  # the good first row is not blamed

@@ -311,3 +311,18 @@ def test_api_docs_say_what_the_api_answers(tmp_path):
         named = re.match(rf"# run {run_id}: an? (\w+) run", lines[i - 1])
         assert named, f"docs/api.md line {i + 1}: which problem is run {run_id}?"
         assert kinds[named.group(1)] == "dataset", lines[i - 1]
+
+
+def test_the_download_hint_loads_a_table_model_as_a_predictor():
+    from pathlib import Path
+
+    from frontend.client_cli import _is_table, load_model_hint
+
+    table = {"model": {"encoder": {"type": "mlp"}, "preprocessing": {"features": []}}}
+    assert _is_table(table) and not _is_table({"model": {"encoder": {"type": "lenet"}}})
+    hint = load_model_hint(Path("m3/config.json"), Path("m3/model.safetensors"), predictor=True)
+    assert hint == (
+        "from pmtl_core import load_predictor; "
+        "predictor = load_predictor('m3/config.json', 'm3/model.safetensors')"
+    )
+    compile(hint, "<hint>", "exec")  # it is valid Python as printed

@@ -34,7 +34,7 @@ def test_login_box_rejects_a_bad_token_and_accepts_a_good_one(lab, monkeypatch):
     monkeypatch.delenv("PMTL_TOKEN", raising=False)
     at = AppTest.from_file(str(ENTRY), default_timeout=60).run()
     no_exception(at)
-    assert "Sign in with an API token" in texts(at)
+    assert "Sign in with your API token" in texts(at)
 
     at.text_input[0].input("not-a-token")
     at.button[0].click().run()
@@ -47,3 +47,30 @@ def test_login_box_rejects_a_bad_token_and_accepts_a_good_one(lab, monkeypatch):
     no_exception(at)
     assert at.title[0].value == "Runs"
     assert "ui-tester" in texts(at)
+
+
+def test_pmtl_token_is_not_used_when_the_ui_is_served_beyond_loopback(lab, monkeypatch):
+    from streamlit import config
+
+    config.set_option("server.address", "0.0.0.0")  # a shared deployment (fixture restores)
+    monkeypatch.setenv("PMTL_API_URL", lab.api_url)
+    monkeypatch.setenv("PMTL_TOKEN", lab.token)
+    at = AppTest.from_file(str(ENTRY), default_timeout=60).run()
+    no_exception(at)
+    text = texts(at)
+    assert "PMTL_TOKEN is set but not used" in text and "0.0.0.0" in text
+    assert "Sign in with your API token" in text
+    at.text_input[0].input(lab.token)
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.title[0].value == "Runs" and "ui-tester" in texts(at)
+
+
+def test_sign_out_leaves_the_embedded_token_too(ui_env):
+    at = AppTest.from_file(str(ENTRY), default_timeout=60).run()
+    no_exception(at)
+    assert at.title[0].value == "Runs" and "Signed in as **ui-tester**" in texts(at)
+    at.button(key="pmtl.sign_out").click().run()
+    no_exception(at)
+    assert "Sign in with your API token" in texts(at)
+    assert "pmtl.sign_out" not in [b.key for b in at.button]

@@ -121,3 +121,42 @@ def test_the_multimnist_example_is_one_click_away(open_page):
     assert at.number_input(key="new_run.prefs.multi_mnist.count").value == 5
     # the problem's own training settings: the paper's batch size
     assert at.text_input(key="new_run.train.multi_mnist.batch_size").value == "256"
+
+
+def test_example_sets_the_name_once_and_the_name_follows_the_pickers(open_page, caplog):
+    at = open_page("new_run")
+    assert at.text_input(key="new_run.name").value == "pareto_mtl on concave"
+    at.selectbox(key="new_run.method").set_value("mgda").run()
+    assert at.text_input(key="new_run.name").value == "mgda on concave"  # not typed: follows
+    with caplog.at_level("WARNING"):
+        at.button(key="new_run.example").click().run()
+    no_exception(at)
+    assert at.text_input(key="new_run.name").value == "Pareto MTL on MultiMNIST"
+    assert not [r for r in caplog.records if "new_run.name" in r.getMessage()]
+    assert not [w for w in at.warning if "new_run.name" in str(w.value)]
+
+
+def test_form_offers_nothing_the_api_refuses_and_folds_expert_settings(open_page):
+    at = open_page("new_run")
+    at.selectbox(key="new_run.problem").set_value("multi_mnist").run()
+    no_exception(at)
+    keys = {w.key for w in at.text_input} | {w.key for w in at.checkbox}
+    assert "new_run.opt.multi_mnist.train_size" in keys
+    assert not {k for k in keys if k.endswith((".data_dir", ".download"))}
+    # Up front: the training essentials; the method's hyperparameters (its paper's defaults),
+    # the optimiser and the problem options wait under "Advanced".
+    advanced = next(e for e in at.expander if e.label.startswith("Advanced"))
+    inside = {w.key for w in advanced.text_input} | {w.key for w in advanced.selectbox}
+    assert {"new_run.hp.pareto_mtl.eps", "new_run.hp.pareto_mtl.grad_wrt"} <= inside
+    assert {"new_run.train.multi_mnist.momentum", "new_run.opt.multi_mnist.width"} <= inside
+    assert "new_run.train.multi_mnist.epochs" not in inside
+    assert at.text_input(key="new_run.train.multi_mnist.epochs").value == "100"
+
+
+def test_table_rows_follow_the_count(open_page):
+    at = open_page("new_run")
+    at.radio(key="new_run.prefs.concave.mode").set_value("Table").run()
+    assert "5 model(s) of concave" in texts(at)
+    at.number_input(key="new_run.prefs.concave.table_n").set_value(7).run()
+    no_exception(at)
+    assert "7 model(s) of concave" in texts(at)  # the table was refilled with 7 rows

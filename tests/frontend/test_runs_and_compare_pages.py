@@ -11,8 +11,9 @@ def test_runs_table_lists_runs_and_opens_one(open_page, finished_run):
     table = at.dataframe[0].value
     row = table[table["id"] == finished_run["id"]].iloc[0]
     assert (row["problem"], row["method"], row["status"]) == ("concave", "pareto_mtl", "finished")
-    assert row["preferences"] >= 4 and row["jobs done"] == "1/1" and row["epoch"] == "4/4"
-    assert row["progress"] == 1.0 and row["test HV"] > 0
+    assert row["prefs"] >= 4 and row["epoch · jobs"] == "4/4 · 1/1"
+    assert row["progress"] == 1.0 and row["HV"] > 0
+    assert "owner" not in table  # one owner: no column for it (the table fits 1400 px)
 
     at.selectbox(key="runs.open").set_value(finished_run["id"]).run()
     at.button(key="runs.open_button").click().run()
@@ -32,6 +33,15 @@ def test_compare_overlays_runs_with_a_common_reference(open_page, finished_run, 
     assert table["hypervolume"].notna().all() and (table["hypervolume"] > 0).all()
     assert "common reference point" in texts(at)
     assert at.get("vega_lite_chart")
+    # A function problem: only its train split is offered.
+    assert at.radio(key="compare.split.concave").options == ["train"]
+    # The same reference point as each run's page, so the same hypervolume.
+    for run in (finished_run, linear_run):
+        page = open_page("run_detail", run=run["id"])
+        shown = next(m.value for m in page.metric if m.label == "current hypervolume")
+        label = f"#{run['id']} {run['name']}"
+        assert f"{table[table['run'] == label]['hypervolume'].iloc[0]:.5g}" == shown
+    assert "training time" in table and "the numbers match them" in texts(at)
 
 
 def test_three_tasks_get_a_scatter_matrix_and_parallel_coordinates(open_page, three_task_run):

@@ -150,8 +150,9 @@ def test_validate_accepts_one_vector_and_lists():
 @pytest.mark.parametrize(
     ("value", "m", "message"),
     [
-        ([[1.0, math.nan]], None, "vector 0 contains NaN"),
-        ([[1.0, 1.0], [math.inf, 1.0]], None, "vector 1 contains an infinite value"),
+        ([[1.0, math.nan]], None, "vector 1 contains NaN"),
+        ([[1.0, 1.0], [math.inf, 1.0]], None, "vector 2 contains an infinite value"),
+        ([[0.0, 0.0], [1.0, -0.5]], None, "vector 1 is all zeros.*vector 2 has a negative"),
         ([[1.0, -0.5]], None, "negative entry"),
         ([[0.0, 0.0]], None, "all zeros"),
         ([[1.0, 1.0, 1.0]], 2, "must have length 2"),

@@ -126,18 +126,22 @@ def preference_vectors(
             if existing
             else f"at most {limit} preference vectors per run, got {len(vectors)}"
         )
-    rows: list[list[float]] = []
-    for i, row in enumerate(vectors):
+    # Every bad vector is reported, numbered from 1 as the user counts them.
+    shape_errors: list[str] = []
+    for i, row in enumerate(vectors, start=1):
         if len(row) != n_tasks:
-            raise invalid(
+            shape_errors.append(
                 f"preference vector {i} has length {len(row)}; the problem has {n_tasks} tasks "
                 "(one entry per task)"
             )
-        for x in row:
-            if not math.isfinite(x):
-                kind = "NaN" if math.isnan(x) else "an infinite value"
-                raise invalid(f"preference vector {i} contains {kind}: {list(row)}")
-        # Scale by the largest entry first: huge (1e308) or tiny entries stay representable.
+        elif not all(math.isfinite(x) for x in row):
+            kind = "NaN" if any(math.isnan(x) for x in row) else "an infinite value"
+            shape_errors.append(f"preference vector {i} contains {kind}: {list(row)}")
+    if shape_errors:
+        raise invalid("; ".join(shape_errors))
+    # Scale by the largest entry first: huge (1e308) or tiny entries stay representable.
+    rows = []
+    for row in vectors:
         top = max((abs(x) for x in row), default=0.0)
         rows.append([x / top for x in row] if top > 0 else list(row))
     try:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "normalise_database_url"]
+__all__ = ["Settings", "default_api_workers", "normalise_database_url"]
+
+
+def default_api_workers() -> int:
+    """API worker processes for this machine: one per CPU the process may use, at most 4
+    (each process keeps its own database pool, caches and ~100 MB of memory)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
 
 
 def normalise_database_url(url: str) -> str:
@@ -55,6 +66,37 @@ class Settings(BaseSettings):
         "(package.module:factory) found in the database; only for trusted databases",
     )
     api_url: str = Field("http://127.0.0.1:8000", description="where clients reach the API")
+    max_upload_mb: float = Field(
+        100.0, gt=0, description="largest data set upload (POST /datasets) in MiB; 413 past it"
+    )
+    max_dataset_rows: int = Field(1_000_000, ge=1, description="rows an uploaded table may have")
+    max_dataset_columns: int = Field(1_000, ge=1, description="columns an uploaded table may have")
+    dataset_quota_mb: float = Field(
+        1024.0, gt=0, description="total MiB of uploaded data sets one user may keep"
+    )
+    max_active_runs_per_user: int = Field(
+        0, ge=0, description="queued or running runs a user may have at once (0: no limit)"
+    )
+    job_wall_clock_limit_s: float = Field(
+        0.0, ge=0, description="seconds a job may train in all before it fails (0: no limit)"
+    )
+    cache_dir: Path | None = Field(
+        None, description="built data-set caches (MultiMNIST family); default: home/cache"
+    )
+    cache_max_gb: float = Field(
+        20.0, ge=0, description="size cap of cache_dir; least recently used entries go first"
+    )
+    exports_keep: int = Field(
+        2, ge=1, le=1000, description="exported model epochs kept per preference (newest)"
+    )
+    cleanup_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        description="period of the artifact store's stale-file sweep (0: at start only)",
+    )
+    stale_file_age_s: float = Field(
+        3600.0, ge=0, description="age after which temp and set-aside artifact files are removed"
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -75,7 +117,18 @@ class Settings(BaseSettings):
         self.database_url = normalise_database_url(self.database_url)
         if self.artifact_dir is None:
             self.artifact_dir = self.home / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = self.home / "cache"
         return self
+
+    def library_environment(self) -> dict[str, str]:
+        """The variables through which pmtl_core (in training processes) gets these settings:
+        the data-set cache directory and its size cap."""
+        assert self.cache_dir is not None  # set by _derive_paths
+        return {
+            "PMTL_CACHE_DIR": str(self.cache_dir.resolve()),
+            "PMTL_CACHE_MAX_GB": repr(self.cache_max_gb),
+        }
 
     @property
     def artifact_root(self) -> Path:

@@ -32,6 +32,7 @@ __all__ = [
     "ApiToken",
     "Artifact",
     "Base",
+    "Dataset",
     "Job",
     "MetricPoint",
     "Preference",
@@ -238,4 +239,25 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    """A practitioner's uploaded table (CSV or Parquet) kept in the artifact store.
+
+    ``path`` is relative to the artifact root (``datasets/{id}/data.{format}``); ``columns`` is
+    the list of ``{name, dtype}`` read at upload. Runs name it in ``problem_options.dataset_id``.
+    """
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(10))  # "csv" | "parquet"
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+    columns: Mapped[list[Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,9 @@
 """The Compare page: fronts of several runs of one problem overlaid, with HV, spread and time.
 
-Hypervolumes are computed by the API against one common reference point (the worst loss of
-every task over all compared fronts, plus 10 %), so they are comparable across runs.
+Hypervolumes are computed by the API against one reference point: the one the API uses on each
+run's page (returned with ``/hypervolume``: the problem's own), so a run shows the same number
+here as on its page. Should the runs' points ever differ, the component-wise largest is used and
+the page says so. Time is training time: while at least one of the run's jobs was training.
 """
 
 from __future__ import annotations
@@ -12,33 +14,40 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from frontend.lib import charts, session
+from frontend.lib import catalogue, charts, session
 from frontend.lib.colours import RUN_PALETTE
 from frontend.lib.formatting import duration, vector
 from frontend.lib.front_data import extent, spread
 from frontend.lib.models import Front, RunDetail
 
-__all__ = ["common_reference", "render", "summary_row", "wall_time"]
+__all__ = ["aligned_reference", "render", "summary_row", "training_time"]
 
 
-def common_reference(fronts: list[Front], n_tasks: int) -> list[float]:
-    """The worst finite loss of each task over all fronts, plus 10 % (at least a small margin)."""
-    worst = [0.0] * n_tasks
-    for front in fronts:
-        for p in front.points:
-            for i, v in enumerate(p.losses[:n_tasks]):
-                if v is not None and np.isfinite(v):
-                    worst[i] = max(worst[i], float(v))
-    return [w * 1.1 if w > 0 else 1.0 for w in worst]
+def aligned_reference(refs: list[list[float] | None]) -> tuple[list[float] | None, bool]:
+    """One reference point for runs whose API reference points are ``refs``: theirs when they
+    agree, else the component-wise largest; and whether they agreed."""
+    known = [r for r in refs if r]
+    if not known:
+        return None, True
+    same = all(r == known[0] for r in known)
+    return [max(values) for values in zip(*known, strict=True)], same
 
 
-def wall_time(run: RunDetail) -> float | None:
-    """Seconds from the first job's start to the last job's end (now while running)."""
-    starts = [j.started_at for j in run.jobs if j.started_at]
-    if not starts:
+def training_time(run: RunDetail) -> float | None:
+    """Seconds during which at least one job of the run was training (now for a running job);
+    time spent queued between jobs is not counted."""
+    now = datetime.now(UTC)
+    spans = sorted((j.started_at, j.finished_at or now) for j in run.jobs if j.started_at)
+    if not spans:
         return None
-    ends = [j.finished_at or datetime.now(UTC) for j in run.jobs if j.started_at]
-    return (max(ends) - min(starts)).total_seconds()
+    total, (start, end) = 0.0, spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            total += (end - start).total_seconds()
+            start, end = s, e
+        else:
+            end = max(end, e)
+    return total + (end - start).total_seconds()
 
 
 def summary_row(run: RunDetail, front: Front) -> dict[str, object]:
@@ -55,7 +64,7 @@ def summary_row(run: RunDetail, front: Front) -> dict[str, object]:
         "non-dominated": int(sum(p.non_dominated for p in front.points)),
         "hypervolume": front.hypervolume,
         "spread": spread(losses),
-        "wall time": duration(wall_time(run)),
+        "training time": duration(training_time(run)),
     }
 
 
@@ -122,20 +131,18 @@ def render() -> None:
         if runs is not None:
             st.info("No runs to compare yet.")
         return
-    _, chosen = _choose(runs)
+    problem, chosen = _choose(runs)
     if not chosen:
         st.info("Choose one or more runs of the problem.")
         return
-    split = st.radio("Split", ["test", "train"], horizontal=True, key="compare.split")
+    splits = catalogue.splits_of(problem)
+    split = st.radio("Split", splits, horizontal=True, key=f"compare.split.{problem}")
+    if splits == ["train"]:
+        st.caption(f"{problem} is a function problem: it has only a train split.")
     try:
         details = [client.get_run(run_id) for run_id in chosen]
-        fronts = [client.front(r.id, split) for r in details]
-        if not any(f.points for f in fronts) and split == "test":
-            st.caption("No test points (a function problem?): showing the train split.")
-            split = "train"
-            fronts = [client.front(r.id, split) for r in details]
-        n_tasks = details[0].n_tasks
-        ref = common_reference(fronts, n_tasks)
+        refs = [client.hypervolume(r.id, split).reference_point for r in details]
+        ref, agreed = aligned_reference(refs)
         fronts = [client.front(r.id, split, ref=ref) for r in details]
     except session.API_ERRORS as exc:
         session.report(exc, "Could not load the fronts")
@@ -164,8 +171,15 @@ def render() -> None:
             ),
         },
     )
+    where = "?" if ref is None else ", ".join(f"{v:.3g}" for v in ref)
+    why = (
+        "the reference point the API uses on each run's page, so the numbers match them"
+        if agreed
+        else "the component-wise largest of the runs' own reference points (they differ), "
+        "so a run's number here can be larger than on its page"
+    )
     st.caption(
-        f"Hypervolume on the {split} split against the common reference point "
-        f"({', '.join(f'{v:.3g}' for v in ref)}); wall time from the first job's start to the "
-        "last job's end."
+        f"Hypervolume on the {split} split against the common reference point ({where}): "
+        f"{why}. Training time counts the time at least one of the run's jobs was training, "
+        "not the time its jobs waited in the queue."
     )

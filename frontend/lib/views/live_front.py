@@ -27,14 +27,17 @@ from frontend.lib.front_data import (
 from frontend.lib.live_store import MetricStore, poll, store_for
 from frontend.lib.models import Front, HypervolumeHistory, RunDetail
 from frontend.lib.views.run_parts import (
+    WAITING,
     ViewOptions,
+    clicked_key,
     jobs_progress,
     preference_label,
-    selection_key,
+    shown_status,
+    status_line,
 )
 from frontend.lib.views.solution_panel import render_solution
 
-__all__ = ["derived", "front_table", "render_live"]
+__all__ = ["chart_key", "derived", "front_table", "new_click", "render_live"]
 
 
 def derived(
@@ -114,7 +117,7 @@ def _front_2d(run: RunDetail, store: MetricStore, opts: ViewOptions, table: pd.D
         tooltip=[c for c in ("l0", "l1") if opts.view != "loss"],
     )
     return st.altair_chart(
-        chart, on_select="rerun", selection_mode=charts.PICK, key=f"run.{run.id}.front"
+        chart, on_select="rerun", selection_mode=charts.PICK, key=chart_key(run.id)
     )
 
 
@@ -139,24 +142,29 @@ def _front_nd(run: RunDetail, opts: ViewOptions, table: pd.DataFrame) -> None:
     )
 
 
-def _follow_click(run_id: int, event: Any) -> None:
-    """A click on a point selects that solution (full rerun, so every panel follows)."""
-    selection = getattr(event, "selection", None) or {}
+def chart_key(run_id: int) -> str:
+    """Widget key of the run's front chart (its selection is the clicked point)."""
+    return f"run.{run_id}.front"
+
+
+def new_click(run_id: int) -> int | None:
+    """The preference id of a point clicked since the last check, read from the chart's
+    selection state before anything is fetched (so the answer to a click is immediate)."""
+    event = st.session_state.get(chart_key(run_id))
+    selection = getattr(event, "selection", None)
+    if selection is None and isinstance(event, dict):
+        selection = event.get("selection")
     points = (selection.get(charts.PICK) or []) if isinstance(selection, dict) else []
-    picked = points[0].get("preference_id") if points else None
+    picked = points[0].get("preference_id") if points and isinstance(points[0], dict) else None
     seen_key = f"run.{run_id}.last_click"
     if picked == st.session_state.get(seen_key):
-        return
+        return None
     st.session_state[seen_key] = picked
-    if picked is not None:
-        st.session_state[selection_key(run_id)] = int(picked)
-        st.rerun(scope="app")
+    return None if picked is None else int(picked)
 
 
-def _hypervolume(
-    history: HypervolumeHistory | None, front: Front | None, opts: ViewOptions
-) -> None:
-    st.markdown(f"**Hypervolume ({opts.split})**")
+def _hypervolume(history: HypervolumeHistory | None, front: Front | None, split: str) -> None:
+    st.markdown(f"**Hypervolume ({split})**")
     if front is not None and front.hypervolume is not None:
         st.metric("current hypervolume", f"{front.hypervolume:.5g}")
     if history is None or not history.points:
@@ -169,20 +177,37 @@ def _hypervolume(
         st.caption(f"Reference point ({ref}) in loss space.")
 
 
+def _empty_message(run: RunDetail) -> str:
+    """What the chart area says before the first point, by the run's state."""
+    status = shown_status(run)
+    if status == "cancelled":
+        return "The run was cancelled before any model finished an epoch: there is no front."
+    if status == "failed":
+        return "The run failed before any model finished an epoch: see the jobs below."
+    if status == "queued":
+        return f"Queued, {WAITING}: the front appears here once the first epoch ends."
+    return "Training: the front appears here as soon as the first epoch ends."
+
+
 def _live(run_id: int, opts: ViewOptions, polling: bool) -> None:
     client = session.client()
     run: RunDetail | None = st.session_state.get(f"run.{run_id}.detail")
     store = store_for(run_id, run.n_tasks if run else 2)
-    try:
-        poll(client, store)
-        run = client.get_run(run_id)
-        st.session_state[f"run.{run_id}.detail"] = run
-    except session.API_ERRORS as exc:
-        session.report(exc, "Live update failed (retrying)")
+    clicked = new_click(run_id)
+    if clicked is None or run is None:  # a click is answered from what is already here
+        try:
+            poll(client, store)
+            run = client.get_run(run_id)
+            st.session_state[f"run.{run_id}.detail"] = run
+        except session.API_ERRORS as exc:
+            session.report(exc, "Live update failed (retrying)")
     if run is None:
         return
+    if clicked is not None:
+        st.session_state[clicked_key(run_id)] = clicked
     if polling and (store.finished or tuple(store.splits()) != opts.splits_known):
         st.rerun(scope="app")  # rebuild the controls / stop polling
+    st.markdown(status_line(run, store))
     split = opts.split if opts.split in store.splits() else (store.splits() or [opts.split])[0]
     front = history = None
     try:
@@ -190,8 +215,17 @@ def _live(run_id: int, opts: ViewOptions, polling: bool) -> None:
     except session.API_ERRORS as exc:
         session.report(exc, "Could not load the front")
     table = front_table(run, store, split, opts.view, front)
+    # The layout, top to bottom; the solution panel is filled first, so that the answer to a
+    # click reaches the browser before the charts are redrawn.
+    top = st.container()
+    left, right = st.columns([2.2, 1])
+    jobs_slot, panel_slot = st.container(), st.container()
+    selected = st.session_state.get(clicked_key(run_id), opts.selected)
+    if selected is not None:
+        with panel_slot:
+            render_solution(run, store, selected, front)
     state = f"polling every {session.settings().poll_seconds:g} s" if polling else "not polling"
-    st.caption(
+    top.caption(
         f"{len(store.points)} metric points (last seq {store.last_seq}) · run {run.status} · "
         f"{state} · updated {time.strftime('%H:%M:%S')}"
         + (
@@ -200,21 +234,21 @@ def _live(run_id: int, opts: ViewOptions, polling: bool) -> None:
             else ""
         )
     )
-    left, right = st.columns([2.2, 1])
     with left:
         if table.empty:
-            st.info("No points yet: the front appears here as soon as the first epoch ends.")
+            st.info(_empty_message(run))
         elif run.n_tasks == 2:
-            _follow_click(run_id, _front_2d(run, store, opts, table))
+            _front_2d(run, store, opts, table)
             if opts.view != "loss":
                 st.caption("Rays are directions in loss space; they are drawn in the loss view.")
         else:
             _front_nd(run, opts, table)
     with right:
-        _hypervolume(history, front, opts)
-    jobs_progress(run)
-    if opts.selected is not None:
-        render_solution(run, store, opts.selected, front)
+        _hypervolume(history, front, split)
+    with jobs_slot:
+        jobs_progress(run, store)
+    if clicked is not None:
+        st.rerun(scope="app")  # the panel is shown; now let the rest of the page follow
 
 
 def render_live(run: RunDetail, opts: ViewOptions) -> None:

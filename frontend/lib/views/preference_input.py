@@ -15,7 +15,7 @@ from frontend.lib import preferences
 from frontend.lib.formatting import vector
 from frontend.lib.preference_charts import PICK_ANGLE, picker_chart, ray_preview
 
-__all__ = ["MODES", "add_picked", "choose_preferences", "preview"]
+__all__ = ["MODES", "add_picked", "choose_preferences", "numbered_table", "preview"]
 
 MODES = ("Evenly spread", "Table", "Click on the quarter circle")
 
@@ -63,6 +63,21 @@ def _even(key: str, m: int, default_count: int) -> list[list[float]]:
     return preferences.spread_evenly(m, int(count))
 
 
+def _reset_table(key: str, m: int) -> None:
+    """The row count changed: the table becomes that many evenly spread vectors."""
+    count = int(st.session_state.get(f"{key}.table_n") or 1)
+    st.session_state[f"{key}.table_base"] = preferences.spread_evenly(m, count)
+    st.session_state[f"{key}.table_version"] = st.session_state.get(f"{key}.table_version", 0) + 1
+
+
+def numbered_table(vectors: Sequence[Sequence[float]], task_names: Sequence[str]) -> Any:
+    """The vectors as a table whose rows are numbered from 1, as error messages count them."""
+    table = preferences.to_table(vectors, task_names)
+    table.index = range(1, len(table) + 1)
+    table.index.name = "row"
+    return table
+
+
 def _table(key: str, task_names: Sequence[str], seed: list[list[float]]) -> tuple[list, list[str]]:
     base_key, version_key = f"{key}.table_base", f"{key}.table_version"
     if base_key not in st.session_state:
@@ -70,21 +85,26 @@ def _table(key: str, task_names: Sequence[str], seed: list[list[float]]) -> tupl
         st.session_state[version_key] = 0
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with right:
-        reset_to = st.number_input(
-            "Spread", 1, preferences.MAX_PREFERENCES, len(seed) or 3, key=f"{key}.table_n"
+        st.number_input(
+            "Rows",
+            1,
+            preferences.MAX_PREFERENCES,
+            len(st.session_state[base_key]) or 3,
+            key=f"{key}.table_n",
+            help="changing the count fills the table with that many evenly spread vectors",
+            on_change=_reset_table,
+            args=(key, len(task_names)),
         )
-        if st.button("Reset table", key=f"{key}.table_reset", help="evenly spread vectors"):
-            st.session_state[base_key] = preferences.spread_evenly(len(task_names), int(reset_to))
-            st.session_state[version_key] += 1
     with left:
         st.caption(
-            "One row per model; any non-negative scale (rows are normalised to unit length). "
-            "Add or delete rows at the bottom of the table."
+            "One row per model, numbered as in the messages below; any non-negative scale "
+            "(rows are normalised to unit length). Add or delete rows at the bottom of the table."
         )
     edited = st.data_editor(
-        preferences.to_table(st.session_state[base_key], task_names),
+        numbered_table(st.session_state[base_key], task_names),
         num_rows="dynamic",
         width="stretch",
+        hide_index=False,
         key=f"{key}.table.{st.session_state[version_key]}",
         column_config={
             name: st.column_config.NumberColumn(name, min_value=None, format="%.4f")
@@ -107,6 +127,7 @@ def _clicks(key: str, task_names: Sequence[str], existing: Sequence[Sequence[flo
         on_select=lambda: _on_pick(chart_key, store_key, counter_key),
         selection_mode=PICK_ANGLE,
         key=chart_key,
+        width="content",  # drawn at its own square size, so 45° looks like 45°
     )
     a, b = st.columns(2)
     if a.button("Remove last", key=f"{key}.pick_undo", disabled=not picked):
@@ -135,8 +156,7 @@ def preview(
             width="content" if square else "stretch",
         )
     with table_col:
-        table = preferences.to_table(vectors, task_names).round(4)
-        table.index = range(1, len(table) + 1)
+        table = numbered_table(vectors, task_names).round(4)
         st.dataframe(
             table,
             width="stretch",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from frontend.lib import session
-from frontend.lib.formatting import status_badge, when
+from frontend.lib.catalogue import learns_pareto_set, splits_of
+from frontend.lib.formatting import when
 from frontend.lib.live_store import poll, store_for
 from frontend.lib.models import RunDetail
 from frontend.lib.views.add_preferences import render_add_preferences
 from frontend.lib.views.live_front import render_live
+from frontend.lib.views.pareto_set_picker import render_pareto_set
 from frontend.lib.views.run_parts import actions, view_options
 
 __all__ = ["render"]
@@ -30,15 +32,10 @@ def _choose_run() -> None:
 
 
 def _header(run: RunDetail) -> None:
+    """Title and what does not change; the status line is drawn by the live fragment."""
     st.title(f"Run #{run.id} · {run.name}")
     settings = ", ".join(f"{k}={v}" for k, v in run.hyperparameters.items()) or "defaults"
-    p = run.progress
-    st.markdown(
-        f"**{run.problem}** with **{run.method}** · {status_badge(run.status)} · "
-        f"{run.n_preferences} preference vectors · jobs {p.jobs_finished}/{p.jobs_total} done · "
-        f"epoch {p.epoch}/{p.epochs} · seed {run.seed} · created {when(run.created_at)} UTC"
-    )
-    st.caption(f"Hyperparameters: {settings}")
+    st.caption(f"Hyperparameters: {settings} · created {when(run.created_at)} UTC")
 
 
 def render() -> None:
@@ -65,4 +62,7 @@ def render() -> None:
     opts = view_options(run, store)
     render_live(run, opts)
     st.divider()
+    if learns_pareto_set(run.method):
+        render_pareto_set(run, has_test_split="test" in splits_of(run.problem))
+        return
     render_add_preferences(run, store, opts.split, opts.selected)

@@ -6,19 +6,27 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from frontend.lib import session
+from frontend.lib import catalogue, session
 from frontend.lib.colours import angle_degrees
 from frontend.lib.formatting import duration, status_badge, vector
 from frontend.lib.live_store import MetricStore
 from frontend.lib.models import TERMINAL, Job, Preference, RunDetail
 
+#: What a queued job is waiting for (the API reports no queue position).
+WAITING = "waiting for a free worker slot"
+
 __all__ = [
+    "WAITING",
     "ViewOptions",
     "actions",
+    "clicked_key",
+    "epoch_reached",
     "favours",
     "jobs_progress",
     "preference_label",
     "selection_key",
+    "shown_status",
+    "status_line",
     "view_options",
 ]
 
@@ -41,9 +49,47 @@ def selection_key(run_id: int) -> str:
     return f"run.{run_id}.selected"
 
 
+def clicked_key(run_id: int) -> str:
+    """Session-state key of a point clicked on the chart, not yet shown in the Solution box."""
+    return f"run.{run_id}.clicked"
+
+
 def preference_label(pref: Preference) -> str:
-    """``#3 (0.92, 0.38)``: position in the run and direction."""
-    return f"#{pref.index + 1} {vector(pref.vector, 2)}"
+    """``#20 (0.92, 0.38)``: the preference's id (the number the API, the CLI and the file
+    names use) and its direction."""
+    return f"#{pref.id} {vector(pref.vector, 2)}"
+
+
+def epoch_reached(run: RunDetail, store: MetricStore) -> int:
+    """The epoch every active model has reached, read from the metric points the chart draws.
+
+    The lowest newest epoch over the run's models that are still training or finished (a
+    model without points counts 0); failed and cancelled models do not hold it back.
+    """
+    frame = store.frame()
+    latest = {} if frame.empty else frame.groupby("preference_id")["epoch"].max().to_dict()
+    active = [p for p in run.preferences if p.status not in ("failed", "cancelled")]
+    epochs = [int(latest.get(p.id, 0)) for p in active or run.preferences]
+    return min(epochs) if epochs else 0
+
+
+def shown_status(run: RunDetail) -> str:
+    """The run's status, ``running`` as soon as one of its jobs runs."""
+    if run.status == "queued" and any(j.state == "running" for j in run.jobs):
+        return "running"
+    return run.status
+
+
+def status_line(run: RunDetail, store: MetricStore) -> str:
+    """The header line under the title, from the same run and points the chart uses."""
+    p = run.progress
+    status = shown_status(run)
+    waiting = f" ({WAITING})" if status == "queued" else ""
+    return (
+        f"**{run.problem}** with **{run.method}** · {status_badge(status)}{waiting} · "
+        f"{run.n_preferences} preference vectors · jobs {p.jobs_finished}/{p.jobs_total} done · "
+        f"epoch {epoch_reached(run, store)}/{p.epochs} · seed {run.seed}"
+    )
 
 
 def favours(pref_vector: list[float], task_names: list[str]) -> str:
@@ -58,11 +104,15 @@ def favours(pref_vector: list[float], task_names: list[str]) -> str:
 
 def view_options(run: RunDetail, store: MetricStore) -> ViewOptions:
     """The controls above the front; returns the chosen options."""
-    splits = store.splits() or ["test", "train"]
+    allowed = catalogue.splits_of(run.problem)
+    splits = [s for s in allowed if s in store.splits()] or allowed
     views = ["loss", *store.metric_names()]
     prefs = sorted(run.preferences, key=lambda p: p.index)
     labels = {p.id: preference_label(p) for p in prefs}
     key = selection_key(run.id)
+    clicked = st.session_state.pop(clicked_key(run.id), None)
+    if clicked in labels:
+        st.session_state[key] = clicked
     if st.session_state.get(key) not in (None, *labels):
         st.session_state[key] = None
     cols = st.columns([1.1, 1.4, 0.8, 1.0, 1.1, 2.2], vertical_alignment="center")
@@ -80,6 +130,7 @@ def view_options(run: RunDetail, store: MetricStore) -> ViewOptions:
         [None, *labels],
         format_func=lambda pid: "— click a point or choose —" if pid is None else labels[pid],
         key=key,
+        on_change=lambda: st.session_state.pop(clicked_key(run.id), None),
     )
     return ViewOptions(
         split=split,
@@ -92,29 +143,39 @@ def view_options(run: RunDetail, store: MetricStore) -> ViewOptions:
     )
 
 
-def _job_line(job: Job, pref_index: dict[int, int]) -> str:
-    prefs = ", ".join(f"#{pref_index.get(p, 0) + 1}" for p in job.preference_ids)
+def _job_epoch(job: Job, latest: dict[int, int]) -> int:
+    """The epoch a job's models reached, from the chart's points (the job row may lag)."""
+    seen = [latest.get(p, 0) for p in job.preference_ids]
+    return max(job.epoch, min(seen)) if seen else job.epoch
+
+
+def _job_line(job: Job, epoch: int) -> str:
+    prefs = ", ".join(f"#{p}" for p in job.preference_ids)
     where = f" on **{job.device}** ({job.worker})" if job.device else ""
     attempts = f", attempt {job.attempts}/{job.max_attempts}" if job.attempts > 1 else ""
     took = ""
     if job.started_at and job.finished_at:
         took = f", {duration((job.finished_at - job.started_at).total_seconds())}"
     return (
-        f"Job {job.id} — {status_badge(job.state)}{where}, epoch {job.epoch}/{job.epochs}"
+        f"Job {job.id} — {status_badge(job.state)}{where}, epoch {epoch}/{job.epochs}"
         f"{attempts}{took} · preferences {prefs}"
     )
 
 
-def jobs_progress(run: RunDetail) -> None:
+def jobs_progress(run: RunDetail, store: MetricStore | None = None) -> None:
     """A progress bar per job: queued, running on which device, finished, or failed and why."""
-    pref_index = {p.id: p.index for p in run.preferences}
+    frame = store.frame() if store is not None else None
+    latest: dict[int, int] = {}
+    if frame is not None and not frame.empty:
+        latest = {int(k): int(v) for k, v in frame.groupby("preference_id")["epoch"].max().items()}
     for job in sorted(run.jobs, key=lambda j: j.id):
-        fraction = job.epoch / job.epochs if job.epochs else 0.0
+        epoch = _job_epoch(job, latest)
+        fraction = epoch / job.epochs if job.epochs else 0.0
         if job.state == "finished":
             fraction = 1.0
-        line = _job_line(job, pref_index)
+        line = _job_line(job, epoch)
         if job.state == "queued":
-            line += " — waiting for a worker"
+            line += f" — {WAITING}"
         st.progress(min(1.0, max(0.0, fraction)), text=line)
         if job.state == "failed":
             st.error(f"Job {job.id} failed: {job.error or 'no reason given'}")

@@ -9,27 +9,38 @@ from frontend.lib import session
 from frontend.lib.formatting import when
 from frontend.lib.models import TERMINAL, Run
 
-__all__ = ["render", "runs_table"]
+__all__ = ["progress_fraction", "render", "runs_table"]
+
+
+def progress_fraction(run: Run) -> float:
+    """Share of the training done: finished (or failed) jobs count whole, the others by the
+    epoch they reached, so a run at epoch 5/30 is not shown at 0 %."""
+    p = run.progress
+    if not p.jobs_total:
+        return 0.0
+    done = p.jobs_finished + p.jobs_failed
+    partial = (p.jobs_total - done) * (p.epoch / p.epochs if p.epochs else 0.0)
+    return min(1.0, (done + partial) / p.jobs_total)
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run, the columns shown on the page."""
+    """One row per run, the columns shown on the page (owner only when runs have several)."""
+    owners = {run.owner for run in runs}
     rows = []
     for run in runs:
         p = run.progress
+        failed = f", {p.jobs_failed} failed" if p.jobs_failed else ""
         rows.append(
             {
                 "id": run.id,
                 "name": run.name,
                 "problem": run.problem,
                 "method": run.method,
-                "preferences": run.n_preferences,
+                "prefs": run.n_preferences,
                 "status": run.status,
-                "progress": p.jobs_finished / p.jobs_total if p.jobs_total else 0.0,
-                "jobs done": f"{p.jobs_finished}/{p.jobs_total}"
-                + (f" ({p.jobs_failed} failed)" if p.jobs_failed else ""),
-                "epoch": f"{p.epoch}/{p.epochs}",
-                "test HV": run.hypervolume,
+                "progress": progress_fraction(run),
+                "epoch · jobs": f"{p.epoch}/{p.epochs} · {p.jobs_finished}/{p.jobs_total}{failed}",
+                "HV": run.hypervolume,
                 "owner": run.owner,
                 "created (UTC)": when(run.created_at),
             }
@@ -39,29 +50,41 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         "name",
         "problem",
         "method",
-        "preferences",
+        "prefs",
         "status",
         "progress",
-        "jobs done",
-        "epoch",
-        "test HV",
-        "owner",
+        "epoch · jobs",
+        "HV",
+        *(["owner"] if len(owners) > 1 else []),
         "created (UTC)",
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
 _COLUMNS = {
-    "id": st.column_config.NumberColumn("id", width="small"),
+    "id": st.column_config.NumberColumn("id", width=40),
+    "name": st.column_config.TextColumn("name", width="medium"),
+    "prefs": st.column_config.NumberColumn("prefs", help="preference vectors (models)", width=50),
+    "status": st.column_config.TextColumn("status", width=80),
     "progress": st.column_config.ProgressColumn(
-        "progress", help="finished jobs / all jobs", min_value=0.0, max_value=1.0, format="percent"
+        "progress",
+        help="training done: finished jobs, plus the epochs reached by the others",
+        min_value=0.0,
+        max_value=1.0,
+        format="percent",
+        width=90,
     ),
-    "test HV": st.column_config.NumberColumn(
-        "test HV",
+    "epoch · jobs": st.column_config.TextColumn(
+        "epoch · jobs", help="epoch reached by the slowest unfinished job · jobs done"
+    ),
+    "HV": st.column_config.NumberColumn(
+        "HV",
         help="latest hypervolume the API reports: test split (train for function problems), "
-        "against the API's reference point for the run",
+        "against the problem's reference point, as on the run page",
         format="%.4g",
+        width=70,
     ),
+    "created (UTC)": st.column_config.TextColumn("created (UTC)", width=130),
 }
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from frontend.lib import session
+from frontend.lib.api_client import ApiClient
 from frontend.lib.front_data import current_points
 from frontend.lib.live_store import MetricStore
 from frontend.lib.models import Front, RunDetail
 from frontend.lib.views.run_parts import favours, preference_label
 
-__all__ = ["downloads_key", "metrics_table", "render_solution"]
+__all__ = ["download_names", "downloads_key", "fetchers", "metrics_table", "render_solution"]
 
 
 def downloads_key(run_id: int) -> str:
-    """Session-state key of the downloaded models of a run (what the buttons serve)."""
+    """Session-state key of the epochs the weight downloads of a run served (per preference)."""
     return f"run.{run_id}.downloads"
 
 
@@ -42,45 +44,59 @@ def metrics_table(run: RunDetail, store: MetricStore, pref_id: int) -> pd.DataFr
     return pd.DataFrame(columns, index=run.task_names)
 
 
-def _fetch(run: RunDetail, pref_id: int, stamp: tuple) -> dict[str, Any] | None:
-    """The model and config of ``pref_id`` from the API, cached until ``stamp`` changes."""
-    cache: dict[int, dict[str, Any]] = st.session_state.setdefault(downloads_key(run.id), {})
-    entry = cache.get(pref_id)
-    if entry and entry["stamp"] == stamp:
-        return entry
-    client = session.client()
-    try:
-        model = client.model_file(run.id, pref_id)
-        # the config of the same checkpoint as the weights, even if a newer one just landed
-        config = client.model_config(run.id, pref_id, epoch=model.epoch)
-    except session.API_ERRORS as exc:
-        session.report(exc, "Model download unavailable")
-        return None
-    entry = {
-        "stamp": stamp,
-        "model": model.content,
-        "filename": model.filename,
-        "epoch": model.epoch,
-        "config": json.dumps(config, indent=2).encode(),
-        "config_name": model.filename.rsplit(".", 1)[0] + ".config.json",
-    }
-    cache[pref_id] = entry
-    return entry
+def download_names(run_id: int, pref_id: int) -> tuple[str, str]:
+    """File names of the two downloads: ``run3-pref20-model.safetensors`` and
+    ``run3-pref20-config.json`` (the preference's one number, as everywhere)."""
+    stem = f"run{run_id}-pref{pref_id}"
+    return f"{stem}-model.safetensors", f"{stem}-config.json"
 
 
-def _downloads(run: RunDetail, pref_id: int, front: Front | None, status: str) -> None:
+def fetchers(
+    api_url: str, token: str | None, timeout: float, run_id: int, pref_id: int, pinned: dict
+) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
+    """Callables that fetch the weights and the config when a download button is clicked.
+
+    They run outside the script (no session access), so each builds its own client. The
+    weights record the epoch they were served from in ``pinned``; the config asks for that
+    epoch, so both files belong to one checkpoint even while training goes on.
+    """
+
+    def weights() -> bytes:
+        client = ApiClient(api_url, token, timeout=timeout)
+        try:
+            model = client.model_file(run_id, pref_id)
+        finally:
+            client.close()
+        pinned[pref_id] = model.epoch
+        return model.content
+
+    def config() -> bytes:
+        client = ApiClient(api_url, token, timeout=timeout)
+        try:
+            data = client.model_config(run_id, pref_id, epoch=pinned.get(pref_id))
+        finally:
+            client.close()
+        return json.dumps(data, indent=2).encode()
+
+    return weights, config
+
+
+def _downloads(run: RunDetail, pref_id: int, front: Front | None) -> None:
     point = next((p for p in (front.points if front else []) if p.preference_id == pref_id), None)
     if point is None or not point.downloadable:
         st.caption("No checkpoint of this model yet; the download appears after its first one.")
         return
-    entry = _fetch(run, pref_id, (point.epoch, status))
-    if entry is None:
-        return
+    cfg = session.settings()
+    pinned = st.session_state.setdefault(downloads_key(run.id), {})
+    weights, config = fetchers(
+        cfg.api_url, session.token(), cfg.request_timeout, run.id, pref_id, pinned
+    )
+    model_name, config_name = download_names(run.id, pref_id)
     left, right = st.columns(2)
     left.download_button(
         "Download model (safetensors)",
-        entry["model"],
-        file_name=entry["filename"],
+        weights,
+        file_name=model_name,
         mime="application/octet-stream",
         icon=":material/download:",
         key=f"run.{run.id}.dl_model.{pref_id}",
@@ -89,15 +105,16 @@ def _downloads(run: RunDetail, pref_id: int, front: Front | None, status: str) -
     )
     right.download_button(
         "Download config (JSON)",
-        entry["config"],
-        file_name=entry["config_name"],
+        config,
+        file_name=config_name,
         mime="application/json",
         icon=":material/data_object:",
         key=f"run.{run.id}.dl_config.{pref_id}",
         on_click="ignore",
     )
     st.caption(
-        f"Checkpoint of epoch {entry['epoch']}. Rebuild it with "
+        f"`{model_name}` and `{config_name}`: the newest checkpoint when you click (the "
+        "config follows the weights' epoch). Rebuild it with "
         "`pmtl_core.export.load_model(config, weights)`."
     )
 
@@ -118,10 +135,10 @@ def render_solution(run: RunDetail, store: MetricStore, pref_id: int, front: Fro
         b.metric("epoch", f"{pref.epoch}")
         c.markdown(f"**Status**  \n{pref.status}" + (" — diverged" if pref.diverged else ""))
         if pref.warm_started_from is not None:
-            c.caption(f"warm-started from preference {pref.warm_started_from}")
+            c.caption(f"warm-started from preference #{pref.warm_started_from}")
         table = metrics_table(run, store, pref_id)
         if table.empty:
             st.caption("No metrics yet.")
         else:
             st.dataframe(table.style.format("{:.4g}", na_rep="—"), width="stretch")
-        _downloads(run, pref_id, front, pref.status)
+        _downloads(run, pref_id, front)

@@ -9,7 +9,7 @@ second download can be pinned to the export of the first.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -75,11 +75,30 @@ def model(
     store: StoreDep,
     user: CurrentUser,
     epoch: EpochQuery = None,
+    fmt: Annotated[
+        Literal["safetensors", "onnx"],
+        Query(
+            alias="format",
+            description="safetensors (the weights) or onnx (the network of a data-set problem: "
+            "numeric input to one output per task)",
+        ),
+    ] = "safetensors",
 ) -> FileResponse:
     """The newest checkpointed model of one preference vector (or that of ``epoch``), as
-    safetensors."""
+    safetensors, or with ``format=onnx`` as an ONNX network."""
     exported = _model(session, store, user, run_id, pref_id, epoch)
     release(session)
+    if fmt == "onnx":
+        try:
+            path = exports.onnx_model(store, exported)
+        except ValueError as exc:  # a function problem's solution is not a network
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename=f"run{run_id}-pref{pref_id}-epoch{exported.epoch}.onnx",
+            headers={"X-Pmtl-Epoch": str(exported.epoch)},
+        )
     return FileResponse(
         exported.weights,
         media_type="application/octet-stream",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from sqlalchemy import delete
 
-from backend.app import catalogue, crud, queue
+from backend.app import catalogue, crud, datasets, queue
 from backend.app.api import serializers, validation
 from backend.app.api.common import errors, get_run_or_404, run_hypervolumes
 from backend.app.api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep, release
-from backend.app.api.schemas import PreferenceCount, RunCreate, RunDetail, RunList
+from backend.app.api.schemas import (
+    ErrorResponse,
+    PreferenceCount,
+    RunCreate,
+    RunDetail,
+    RunList,
+)
 from backend.app.db.models import Run
 from pmtl_core.config import API_FIELDS
 
@@ -27,16 +33,41 @@ def _detail(session: SessionDep, run_id: int, user: CurrentUser) -> RunDetail:
     return detail
 
 
+_TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorResponse,
+        "description": "the caller already has PMTL_MAX_ACTIVE_RUNS_PER_USER queued or running "
+        "runs (Retry-After says when to try again)",
+    }
+}
+
+
+def _check_active_runs(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> None:
+    """429 with ``Retry-After`` when the caller is at the limit of queued or running runs."""
+    limit = settings.max_active_runs_per_user
+    if not limit:
+        return
+    active = crud.active_run_count(session, user=user)
+    if active >= limit:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"you have {active} queued or running runs and the limit is {limit} per user; "
+            "wait for one to finish (or cancel one), then submit again",
+            headers={"Retry-After": "60"},
+        )
+
+
 @router.post(
     "",
     response_model=RunDetail,
     status_code=status.HTTP_201_CREATED,
-    responses=errors(400, 413),
+    responses=errors(400, 413) | _TOO_MANY,
 )
 def create_run(
     body: RunCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> RunDetail:
     """Validate a submission, create the run with its preference vectors and enqueue its job."""
+    _check_active_runs(session, settings, user)
     try:
         method = catalogue.method_class(body.method)
         info = catalogue.describe_problem(body.problem)
@@ -51,6 +82,7 @@ def create_run(
     validation.check_finite(body.problem_options, "problem_options")
     try:
         options = catalogue.validate_options(body.problem, body.problem_options)
+        info = datasets.run_problem_info(session, settings, user, body.problem, options, info)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise validation.invalid(f"invalid problem_options for {body.problem!r}: {exc}") from None
     params = validation.validated(method.Params, body.hyperparameters, "hyperparameters")
