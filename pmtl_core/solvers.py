@@ -79,6 +79,10 @@ def min_norm_gram(
         allowed = mask.to(device=g.device, dtype=torch.bool)
     # A problem with nothing allowed would have no feasible point; fall back to everything.
     allowed = torch.where(allowed.any(-1, keepdim=True), allowed, torch.ones_like(allowed))
+    # Entries of masked-out gradients play no part; zeroed, they cannot overflow when the
+    # allowed ones are tiny (a zero gradient alone allowed: scale = tiny) and turn w into NaN.
+    pair = allowed.unsqueeze(-1) & allowed.unsqueeze(-2)
+    g = torch.where(pair, g, torch.zeros_like(g))
     diag = torch.diagonal(g, dim1=-2, dim2=-1)
     scale = (diag * allowed).amax(-1).clamp_min(torch.finfo(torch.float64).tiny)
     g = g / scale[..., None, None]
@@ -177,7 +181,9 @@ def _wolfe(g: Tensor, allowed: Tensor, max_iter: int, check_every: int, tol: flo
             gw = (g @ w.unsqueeze(-1)).squeeze(-1)
             val = (gw * w).sum(-1, keepdim=True)
             best_slack, j = torch.where(allowed & ~support, gw, inf).min(-1, keepdim=True)
-            done = done | (at_affine & (best_slack >= val - tol).squeeze(-1))
+            # Nothing allowed left outside the support (slack inf) also means optimal.
+            optimal = (best_slack >= val - tol) | torch.isinf(best_slack)
+            done = done | (at_affine & optimal.squeeze(-1))
             add = (at_affine & ~done).unsqueeze(-1)
             support = support.scatter(-1, j, support.gather(-1, j) | add)
         s = support.to(dt)

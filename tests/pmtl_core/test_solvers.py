@@ -278,3 +278,15 @@ def test_bad_inputs_raise_clear_errors(device):
         min_norm_exact(torch.ones(2, 3, 4))
     with pytest.raises(ValueError, match="NaN or infinite"):
         min_norm_exact(torch.tensor([[math.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_a_zero_gradient_allowed_alone_gets_all_the_weight(n):
+    """The only allowed gradient is zero: the masked-out ones (scaled by a tiny max diagonal)
+    once overflowed to inf and made the weights NaN, or leaked a denormal weight."""
+    grads = torch.randn(n, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads[-1] = 0.0
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[-1] = True
+    w = min_norm(grads, mask)
+    assert torch.equal(w, torch.eye(n, dtype=torch.float64)[-1])

@@ -97,7 +97,9 @@ def _parse_preference(text: str) -> list[float]:
     return values
 
 
-@router.post("/{run_id}/evaluate", response_model=EvaluateResponse, responses=errors(404, 409, 413))
+@router.post(
+    "/{run_id}/evaluate", response_model=EvaluateResponse, responses=errors(400, 404, 409, 413)
+)
 def evaluate(
     run_id: RunId,
     body: EvaluateRequest,
