@@ -304,13 +304,22 @@ def test_api_docs_say_what_the_api_answers(tmp_path):
     assert function_test_split.status_code == 200 and function_test_split.json()["points"] == []
     kinds = {p["name"]: p["kind"] for p in describe_problems()}
     lines = docs.splitlines()
-    examples = [i for i, line in enumerate(lines) if re.search(r"/runs/\d+/\S*split=test", line)]
+    example = re.compile(r"/runs/\$?\w+/\S*split=test")
+    examples = [i for i, line in enumerate(lines) if example.search(line)]
     assert examples
     for i in examples:
-        run_id = re.search(r"/runs/(\d+)/", lines[i]).group(1)
-        named = re.match(rf"# run {run_id}: an? (\w+) run", lines[i - 1])
-        assert named, f"docs/api.md line {i + 1}: which problem is run {run_id}?"
-        assert kinds[named.group(1)] == "dataset", lines[i - 1]
+        run = re.search(r"/runs/\$?(\w+)/", lines[i]).group(1)
+        # the run is a shell variable set by a `pmtl submit --problem X` above, or a numbered
+        # run named in the comment line before the example
+        problem = None
+        for above in reversed(lines[:i]):
+            submitted = re.match(rf"{run}=\$\(pmtl submit .*--problem (\w+)", above)
+            named = re.match(rf"# run {run}: an? (\w+) run", above)
+            if submitted or named:
+                problem = (submitted or named).group(1)
+                break
+        assert problem, f"docs/api.md line {i + 1}: which problem is run {run}?"
+        assert kinds[problem] == "dataset", (i + 1, problem)
 
 
 def test_the_download_hint_loads_a_table_model_as_a_predictor():
