@@ -245,16 +245,21 @@ def hv_curves(runs: list[dict[str, Any]], problem: str, labels: list[str], path:
             xs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], color=f"C{i}", alpha=0.15
         )
         drawn = True
+    _finish_hv_figure(fig, ax, drawn, "epoch", DIGIT_NAMES.get(problem, problem), path)
+    return drawn
+
+
+def _finish_hv_figure(fig, ax, drawn: bool, xlabel: str, title: str, path: Path) -> None:
+    """Label, save (if anything was drawn) and close a test-HV figure."""
     if drawn:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test hypervolume at (2, 2)")
-        ax.set_title(DIGIT_NAMES.get(problem, problem))
+        ax.set_title(title)
         ax.legend(fontsize=8)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90)
     plt.close(fig)
-    return drawn
 
 
 def curve_table(runs: list[dict[str, Any]], problem: str, labels: list[str]) -> str:
@@ -347,15 +352,8 @@ def hv_time_curves(runs: list[dict[str, Any]], problem: str, labels: list[str], 
             name = f"{label}" if j == 0 else None
             ax.plot(xs, ys, color=f"C{i}", marker="o", ms=2, alpha=0.8, label=name)
             drawn = True
-    if drawn:
-        ax.set_xlabel("wall time (min, one CPU thread)")
-        ax.set_ylabel("test hypervolume at (2, 2)")
-        ax.set_title(f"{DIGIT_NAMES.get(problem, problem)}: one line per seed")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
-    plt.close(fig)
+    title = f"{DIGIT_NAMES.get(problem, problem)}: one line per seed"
+    _finish_hv_figure(fig, ax, drawn, "wall time (min, one CPU thread)", title, path)
     return drawn
 
 
