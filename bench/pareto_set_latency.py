@@ -1,9 +1,11 @@
 """Latency of a learned Pareto set's answers: evaluate n preferences, cut out one model.
 
 Loads the newest checkpoint of a ``psl`` run (by default the MultiMNIST reproduction run) and
-times ``ParetoSet.evaluate`` for 1 and 20 preferences on the test split and ``ParetoSet.model``
-for one, as ``POST /runs/{id}/evaluate`` and ``GET /runs/{id}/model?preference=`` do them
-(without HTTP). Writes ``bench/results/pareto_set_latency.json``.
+times ``ParetoSet.evaluate`` for 1 and 20 preferences on the test split, the UI picker's two
+calls (its 100-preference front and one chosen point, each on a fixed draw of examples) and
+``ParetoSet.model`` for one, as ``POST /runs/{id}/evaluate`` and
+``GET /runs/{id}/model?preference=`` do them (without HTTP). The earlier one-preference-at-a-time
+evaluation is timed in the same run for the ratio. Writes ``bench/results/pareto_set_latency.json``.
 
     PMTL_DATA_DIR=../shared/data python bench/pareto_set_latency.py --threads 2
 """
@@ -21,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = (
-    ROOT / "bench" / "results" / "reproduce" / "checkpoints" / "digits-multi_mnist-psl@wall-seed0"
+    ROOT / "bench" / "results" / "reproduce" / "checkpoints" / "digits-multi_mnist-psl@wall-seed2"
 )
 
 
@@ -35,6 +37,11 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def main() -> None:
+    from frontend.lib.views.pareto_set_picker import (
+        FRONT_SAMPLES,
+        POINT_SAMPLES,
+        preference_grid,
+    )
     from pmtl_core import checkpoints
     from pmtl_core.pareto_set import ParetoSet
     from pmtl_core.problems import get_problem
@@ -61,22 +68,48 @@ def main() -> None:
     first = time.perf_counter() - t0
     angles = torch.linspace(0.05, 1.52, 20)
     twenty = torch.stack([angles.cos(), angles.sin()], -1)
+    hundred = preference_grid(pset.n_tasks)
+    test = pset._data.test
+
+    def one_by_one() -> None:
+        """The earlier evaluation, as a same-run reference: the conditioned network per
+        preference over batches of 2048 (preference channels concatenated to every image)."""
+        u = torch.tensor([0.3, 0.7]) / torch.tensor([0.3, 0.7]).norm()
+        with torch.no_grad():
+            for start in range(0, test.inputs.shape[0], 2048):
+                x = pset.problem.transform(test.inputs[start : start + 2048])
+                pset.net(x, u.expand(x.shape[0], -1))
+
+    def median(fn, repeats: int = args.repeats) -> float:
+        return statistics.median(_timed(fn, repeats))
+
+    before = median(one_by_one)
+    now = median(lambda: pset.evaluate([[0.3, 0.7]], "test"))
     result = {
         "checkpoint": str(Path(path).relative_to(ROOT))
         if Path(path).is_relative_to(ROOT)
         else str(path),
         "problem": state["problem"],
         "epoch": int(state["epoch"]),
+        "test_examples": int(test.inputs.shape[0]),
         "threads": args.threads,
         "torch": torch.__version__,
+        "loadavg_before": os.getloadavg(),
         "first_answer_s (load checkpoint + data, evaluate 1)": first,
-        "evaluate_1_test_s": statistics.median(
-            _timed(lambda: pset.evaluate([[0.3, 0.7]], "test"), args.repeats)
+        "evaluate_1_test_s": now,
+        "evaluate_1_test_one_by_one_s (earlier code, same run)": before,
+        "speedup_vs_one_by_one": before / now,
+        "evaluate_20_test_s": median(lambda: pset.evaluate(twenty, "test"), 1),
+        "ui_front_samples": FRONT_SAMPLES,
+        "ui_point_samples": POINT_SAMPLES,
+        "ui_front_100_prefs_s": median(
+            lambda: pset.evaluate(hundred, "test", samples=FRONT_SAMPLES)
         ),
-        "evaluate_20_test_s": statistics.median(
-            _timed(lambda: pset.evaluate(twenty, "test"), args.repeats)
+        "ui_point_1_pref_s": median(
+            lambda: pset.evaluate([[0.3, 0.7]], "test", samples=POINT_SAMPLES)
         ),
-        "model_1_s": statistics.median(_timed(lambda: pset.model([0.3, 0.7]), args.repeats)),
+        "model_1_s": median(lambda: pset.model([0.3, 0.7])),
+        "loadavg_after": os.getloadavg(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

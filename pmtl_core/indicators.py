@@ -29,9 +29,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["hypervolume", "igd", "igd_plus", "non_dominated", "spacing", "spread"]
+__all__ = [
+    "DATASET_REFERENCE",
+    "hypervolume",
+    "igd",
+    "igd_plus",
+    "non_dominated",
+    "reference_point",
+    "spacing",
+    "spread",
+]
 
 ArrayLike = Tensor | np.ndarray | Sequence[Sequence[float]]
+
+#: Per-task reference value for data-set problems without their own reference point (losses of
+#: well-trained classifiers are far below 2).
+DATASET_REFERENCE = 2.0
 
 # Upper bound on the elements of one (chunk, N, m) comparison block in non_dominated.
 _BLOCK_ELEMENTS = 1 << 22
@@ -91,6 +104,34 @@ def hypervolume(points: ArrayLike, ref: ArrayLike) -> float:
     if m == 3:
         return _hv3(p, r)
     return float(moocore.hypervolume(p, ref=r))
+
+
+def reference_point(
+    kind: str,
+    n_tasks: int,
+    declared: Sequence[float] | None,
+    losses: Sequence[Sequence[float | None]],
+) -> list[float] | None:
+    """The hypervolume reference point the service uses when the client gives none.
+
+    In order: the problem's own (``declared``, of length ``n_tasks``); ``(2.0, …, 2.0)`` for
+    data-set problems (``kind == "dataset"``); for function problems the component-wise
+    maximum of the finite rows of ``losses``, pushed out by 10 % of its magnitude (at least
+    1e-6) so the worst point still contributes. ``None`` when no finite row is left.
+    """
+    if declared is not None and len(declared) == n_tasks:
+        return [float(v) for v in declared]
+    if kind == "dataset":
+        return [DATASET_REFERENCE] * n_tasks
+    rows = [
+        [float(x) for x in row]
+        for row in losses
+        if len(row) == n_tasks and all(isinstance(x, int | float) and math.isfinite(x) for x in row)
+    ]
+    if not rows:
+        return None
+    worst = [max(row[i] for row in rows) for i in range(n_tasks)]
+    return [w + max(0.1 * abs(w), 1e-6) for w in worst]
 
 
 def igd(points: ArrayLike, front: ArrayLike) -> float:

@@ -1,10 +1,8 @@
 """Fronts and hypervolume from stored metric points (pure functions, no database).
 
-Reference point of the hypervolume, in order of precedence: the one the client passes
-(``?ref=``), the problem's own ``reference_point`` (``GET /problems``), ``(2.0, …, 2.0)`` for
-data-set problems (losses of well-trained classifiers are far below 2), and for function problems
-the component-wise maximum of the losses considered, pushed out by 10 % of its magnitude
-(at least 1e-6) so the worst point still contributes.
+Reference point of the hypervolume: the one the client passes (``?ref=``), else the rule of
+:func:`pmtl_core.indicators.reference_point` (the problem's own, ``(2.0, …, 2.0)`` for data
+sets, else just beyond the worst losses considered).
 
 :class:`RunSeries` keeps one run's fronts and hypervolume histories up to date incrementally:
 metric points are append-only and, per run, ``seq`` order is commit order, so a poller feeds it
@@ -22,7 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pmtl_core.indicators import hypervolume, non_dominated
+from pmtl_core.indicators import (
+    DATASET_REFERENCE,
+    hypervolume,
+    non_dominated,
+    reference_point,
+    spread,
+)
 
 __all__ = [
     "DATASET_REFERENCE",
@@ -33,15 +37,13 @@ __all__ = [
     "SeriesPoint",
     "default_reference",
     "front_hypervolume",
+    "front_spread",
     "hypervolume_history",
     "is_finite_row",
     "latest_points",
     "non_dominated_flags",
     "parse_reference",
 ]
-
-#: Per-task reference value for data-set problems without their own reference point.
-DATASET_REFERENCE = 2.0
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,9 @@ def parse_reference(text: str, n_tasks: int) -> list[float]:
 def default_reference(
     kind: str, n_tasks: int, declared: Sequence[float] | None, losses: Iterable[Sequence[float]]
 ) -> list[float] | None:
-    """The reference point when the client gives none (see the module docstring)."""
-    if declared is not None and len(declared) == n_tasks:
-        return [float(v) for v in declared]
-    if kind == "dataset":
-        return [DATASET_REFERENCE] * n_tasks
-    rows = [row for row in losses if len(row) == n_tasks and is_finite_row(row)]
-    if not rows:
-        return None
-    worst = [max(row[i] for row in rows) for i in range(n_tasks)]
-    return [w + max(0.1 * abs(w), 1e-6) for w in worst]
+    """The reference point when the client gives none: the library's rule,
+    :func:`pmtl_core.indicators.reference_point` (one rule for the API, the UI and the CLI)."""
+    return reference_point(kind, n_tasks, declared, list(losses))
 
 
 def front_hypervolume(
@@ -118,6 +113,16 @@ def front_hypervolume(
     if not rows:
         return 0.0
     value = hypervolume(rows, list(ref))
+    return value if math.isfinite(value) else None
+
+
+def front_spread(losses: Sequence[Sequence[float]], flags: Sequence[bool]) -> float | None:
+    """Deb's spread of the non-dominated rows (:func:`pmtl_core.indicators.spread`, without
+    the true front's extremes): 0 means evenly spaced; None below three such rows."""
+    rows = [list(row) for row, keep in zip(losses, flags, strict=True) if keep]
+    if len(rows) < 3:
+        return None
+    value = spread(rows)
     return value if math.isfinite(value) else None
 
 

@@ -260,11 +260,23 @@ class ApiClient:
     # ------------------------------------------------------------ learned Pareto sets (psl)
 
     def evaluate(
-        self, run_id: int, vectors: Sequence[Sequence[float]], split: Split = "train"
+        self,
+        run_id: int,
+        vectors: Sequence[Sequence[float]],
+        split: Split = "train",
+        samples: int | None = None,
+        timeout: float | None = None,
     ) -> Evaluation:
-        """Losses and metrics of any preferences under a ``psl`` run's one model."""
-        body = {"vectors": [list(map(float, v)) for v in vectors], "split": split}
-        return self._post(Evaluation, f"/runs/{run_id}/evaluate", body)
+        """Losses and metrics of any preferences under a ``psl`` run's one model (on
+        ``samples`` examples of a data-set split when given: a faster estimate). ``timeout``
+        overrides the client's for this call (many preferences on a data set take longer)."""
+        body: dict[str, object] = {"vectors": [list(map(float, v)) for v in vectors]}
+        body["split"] = split
+        if samples is not None:
+            body["samples"] = samples
+        extra = {} if timeout is None else {"timeout": timeout}
+        path = f"/runs/{run_id}/evaluate"
+        return Evaluation.model_validate(self._request("POST", path, json=body, **extra).json())
 
     def preference_model(
         self, run_id: int, preference: Sequence[float], epoch: int | None = None

@@ -21,7 +21,6 @@ __all__ = [
     "metric_frame",
     "neighbour_gaps",
     "ray_segments",
-    "spread",
     "trajectory_segments",
     "value_columns",
 ]
@@ -152,20 +151,3 @@ def neighbour_gaps(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
         }
     )
     return out.sort_values("gap", ascending=False).reset_index(drop=True)
-
-
-def spread(points: np.ndarray) -> float | None:
-    """Evenness of a front: coefficient of variation of nearest-neighbour distances.
-
-    0 means evenly spaced points; larger values mean clusters and gaps. ``None`` with fewer
-    than three finite points.
-    """
-    pts = np.asarray(points, dtype=float)
-    pts = pts[np.isfinite(pts).all(axis=1)] if pts.size else pts
-    if len(pts) < 3:
-        return None
-    dist = np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=-1)
-    np.fill_diagonal(dist, np.inf)
-    nearest = dist.min(axis=1)
-    mean = float(nearest.mean())
-    return float(nearest.std() / mean) if mean > 0 else 0.0

@@ -18,6 +18,7 @@ __all__ = [
     "DatasetList",
     "DatasetPreview",
     "Download",
+    "EpochProgress",
     "EvaluatedPoint",
     "Evaluation",
     "Front",
@@ -31,6 +32,7 @@ __all__ = [
     "Preference",
     "Problem",
     "Progress",
+    "QueuePlace",
     "Run",
     "RunDetail",
     "RunList",
@@ -79,6 +81,30 @@ class Method(_Model):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class EpochProgress(_Model):
+    """Where a running job is inside the epoch it trains (``epoch``: the one in progress)."""
+
+    epoch: int
+    batch: int
+    batches: int
+    unit: Literal["batch", "step"] = "batch"
+    fraction: float = 0.0
+    samples_per_s: float | None = None
+    batches_per_s: float | None = None
+    seconds_left: float | None = None
+    job_seconds_left: float | None = None
+    updated_at: datetime | None = None
+
+
+class QueuePlace(_Model):
+    """A queued run's place in the claim order and the runs holding the worker slots."""
+
+    position: int
+    queued: int = 0
+    running_jobs: int = 0
+    running_run_ids: list[int] = Field(default_factory=list)
+
+
 class Progress(_Model):
     """How far a run's jobs are."""
 
@@ -88,6 +114,7 @@ class Progress(_Model):
     jobs_running: int
     epoch: int
     epochs: int
+    in_epoch: EpochProgress | None = None
 
 
 class Run(_Model):
@@ -108,6 +135,7 @@ class Run(_Model):
     training: dict[str, Any] = Field(default_factory=dict)
     progress: Progress
     hypervolume: float | None = None
+    queue: QueuePlace | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -125,6 +153,8 @@ class Job(_Model):
     worker: str | None = None
     error: str | None = None
     preference_ids: list[int] = Field(default_factory=list)
+    progress: EpochProgress | None = None
+    queue_position: int | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -200,6 +230,7 @@ class Front(_Model):
     task_names: list[str]
     reference_point: list[float] | None = None
     hypervolume: float | None = None
+    spread: float | None = None
     points: list[FrontPoint] = Field(default_factory=list)
 
 
@@ -249,6 +280,8 @@ class Evaluation(_Model):
 
     epoch: int
     split: str
+    samples: int | None = None
+    split_size: int | None = None
     points: list[EvaluatedPoint]
 
 

@@ -27,6 +27,8 @@ from pmtl_core.models import MultiTaskModel, build_model
 __all__ = ["ConditionedModel", "conditioned_config"]
 
 FIRST = "encoder.0"
+#: Samples per forward pass inside an evaluation batch (small enough to stay in cache).
+_CHUNK = 512
 
 
 def conditioned_config(model_config: dict[str, Any], n_tasks: int) -> dict[str, Any]:
@@ -79,19 +81,42 @@ class ConditionedModel(nn.Module):
         self, problem: Any, inputs: Tensor, targets: Tensor, preferences: Tensor, batch: int = 2048
     ) -> dict[str, Tensor]:
         """Mean task losses and metrics ``(n, m)`` over ``inputs`` of each preference ``(n, m)``
-        (``{"losses": ..., "metric:<name>": ...}``); the preferences as given, not rescaled."""
-        n = inputs.shape[0]
-        rows: list[dict[str, Tensor]] = []
-        for u in preferences.to(inputs.device, torch.float32):
-            totals: dict[str, Tensor] = {}
-            for start in range(0, n, batch):
-                x, y = inputs[start : start + batch], targets[start : start + batch]
-                _, outs = self(problem.transform(x), u.expand(x.shape[0], -1))
-                part = {"losses": problem.task_losses(outs, y) * x.shape[0]}
-                part |= {f"metric:{k}": v.float() for k, v in problem.task_metrics(outs, y).items()}
+        (``{"losses": ..., "metric:<name>": ...}``); the preferences as given, not rescaled.
+
+        Losses and metric sums are taken per ``batch`` of samples, as the engine's evaluation
+        does. Within a batch, each chunk of inputs is transformed and sent through the first
+        layer once for all preferences: a preference only shifts that layer's bias (see
+        :meth:`specialise`), so only the rest of the network runs once per preference.
+        """
+        first = self.net.encoder[0]
+        keep = first.weight.shape[1] - self.n_tasks
+        weight, extra = first.weight[:, :keep].contiguous(), first.weight[:, keep:]
+        if extra.dim() == 4:
+            extra = extra.sum(dim=(-1, -2))
+        prefs = preferences.to(first.weight.device, first.weight.dtype)
+        biases = first.bias + prefs @ extra.T  # (n_prefs, out): the folded biases
+        rest = self.net.encoder[1:]
+        totals: list[dict[str, Tensor]] = [{} for _ in range(prefs.shape[0])]
+        for start in range(0, inputs.shape[0], batch):
+            x, y = inputs[start : start + batch], targets[start : start + batch]
+            outs: list[list[list[Tensor]]] = [[] for _ in totals]
+            for chunk in x.split(_CHUNK):
+                tx = problem.transform(chunk)
+                if isinstance(first, nn.Conv2d):
+                    shared = nn.functional.conv2d(tx, weight, None, first.stride, 0, first.dilation)
+                else:
+                    shared = tx @ weight.T
+                for i, bias in enumerate(biases):
+                    z = rest(shared + (bias[:, None, None] if shared.dim() == 4 else bias))
+                    outs[i].append([head(z) for head in self.net.heads])
+            for row, chunks in zip(totals, outs, strict=True):
+                out = [torch.cat(task) for task in zip(*chunks, strict=True)]
+                part = {"losses": problem.task_losses(out, y) * x.shape[0]}
+                part |= {f"metric:{k}": v.float() for k, v in problem.task_metrics(out, y).items()}
                 for key, value in part.items():
-                    totals[key] = value if key not in totals else totals[key] + value
-            rows.append({key: value / n for key, value in totals.items()})
+                    row[key] = value if key not in row else row[key] + value
+        n = inputs.shape[0]
+        rows = [{key: value / n for key, value in row.items()} for row in totals]
         return {key: torch.stack([r[key] for r in rows]) for key in rows[0]}
 
     def plain_model(self, u: Tensor) -> MultiTaskModel:

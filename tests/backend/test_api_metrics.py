@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from pmtl_core.indicators import spread
 from tests.backend._api import Api
 
 
@@ -119,11 +120,26 @@ def test_front_takes_each_preferences_latest_point_and_flags_dominated_ones(api:
     assert not points[c]["non_dominated"]  # (2.5, 2.5) is dominated by (2, 2)
     # Union of [1,4]x[3,4] and [2,4]x[2,4]: 3*1 + 2*2 - overlap 2*1 = 5.
     assert front["hypervolume"] == pytest.approx(5.0)
+    assert front["spread"] is None  # two non-dominated points: no spacing to compare
     assert not any(p["downloadable"] for p in front["points"])
     api.checkpoint(claim, 2, b"weights")
     front = api.get(f"/runs/{run['id']}/front", params={"ref": "4,4"}).json()
     assert all(p["downloadable"] for p in front["points"])
     assert api.get(f"/runs/{run['id']}/front", params={"split": "train"}).json()["points"] == []
+
+
+def test_front_spread_is_the_libraries_over_the_non_dominated_points(api: Api):
+    run = api.create_run(preferences={"count": 4})
+    a, b, c, d = _prefs(run)
+    claim = api.claim()
+    # three non-dominated points unevenly spaced, and one dominated that must not count
+    rows = {a: [0.0, 2.0], b: [0.2, 1.8], c: [2.0, 0.0], d: [2.5, 2.5]}
+    api.report(claim, 1, rows)
+    front = api.get(f"/runs/{run['id']}/front").json()
+    want = spread([rows[a], rows[b], rows[c]])
+    assert want > 0.3 and front["spread"] == pytest.approx(want)
+    api.report(claim, 2, {a: [0.0, 2.0], b: [1.0, 1.0], c: [2.0, 0.0], d: [2.5, 2.5]})
+    assert api.get(f"/runs/{run['id']}/front").json()["spread"] == pytest.approx(0.0)
 
 
 def test_front_uses_the_problems_declared_reference_point_by_default(api: Api):

@@ -30,6 +30,7 @@ def test_evaluate_and_download_any_preference_of_a_function_run(api: Api):
     assert elapsed < 2.0, f"20 vectors took {elapsed:.2f} s"
     payload = response.json()
     assert payload["epoch"] == 2 and response.headers["x-pmtl-epoch"] == "2"
+    assert payload["samples"] is None and payload["split_size"] is None  # no examples here
     points = payload["points"]
     got = torch.tensor([p["vector"] for p in points])
     torch.testing.assert_close(got, torch.tensor(vectors), atol=1e-6, rtol=0)
@@ -106,3 +107,13 @@ def test_a_data_set_run_evaluates_on_the_test_split_and_downloads_a_plain_networ
     _, outs = net(problem.transform(data.inputs))
     losses = problem.task_losses(outs, data.targets)
     assert losses.tolist() == pytest.approx(points[0]["losses"], abs=1e-5)
+    answer = response.json()
+    size = data.inputs.shape[0]
+    assert (answer["samples"], answer["split_size"]) == (size, size)
+    sampled = api.post(
+        f"/runs/{rid}/evaluate", json={"vectors": [[0.9, 0.1]], "split": "test", "samples": 20}
+    )
+    assert sampled.status_code == 200, sampled.text
+    assert (sampled.json()["samples"], sampled.json()["split_size"]) == (20, size)
+    zero = api.post(f"/runs/{rid}/evaluate", json={"vectors": [[0.9, 0.1]], "samples": 0})
+    assert zero.status_code == 422

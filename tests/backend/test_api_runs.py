@@ -46,6 +46,7 @@ def test_create_run_with_a_count_makes_one_job_of_evenly_spread_vectors(api: Api
         "jobs_running": 0,
         "epoch": 0,
         "epochs": 4,
+        "in_epoch": None,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,24 @@ def test_running_and_finished_runs_count_only_while_active(limited: Api):
     limited.finish(claim)
     assert limited.get(f"/runs/{run['id']}").json()["status"] == "finished"
     assert limited.post("/runs", _body()).status_code == 201
+
+
+def test_two_simultaneous_submissions_cannot_both_take_the_last_place(limited: Api, monkeypatch):
+    from backend.app import crud
+
+    count = crud.active_run_count
+
+    def slow_count(session, *, user):  # widen the window between counting and inserting
+        active = count(session, user=user)
+        time.sleep(0.5)
+        return active
+
+    monkeypatch.setattr(crud, "active_run_count", slow_count)
+    limited.create_run()  # one place left
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: limited.post("/runs", _body()), range(2)))
+    assert sorted(a.status_code for a in answers) == [201, 429], [a.text for a in answers]
+    assert limited.get("/runs").json()["count"] == 2
 
 
 def test_no_limit_by_default(api: Api):

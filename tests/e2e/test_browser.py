@@ -41,9 +41,17 @@ from tests.frontend._system import System, free_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOTS = os.environ.get("PMTL_UI_SCREENSHOTS", "")
-#: A click on a point must show its solution panel within 0.5 s; this much is allowed on a
-#: busy shared CI machine (2 cores, other jobs), the measured values are printed.
-CLICK_BUDGET_MS = 1500.0
+#: A click on a point must show its solution panel within 0.5 s. That is asserted when the
+#: machine has a core to spare (load average below its CPU count); on a busy shared machine
+#: (2 cores, the API, a worker, Streamlit and Chromium beside other jobs) 1.5 s is allowed.
+#: The measured values are printed either way.
+CLICK_GOAL_MS, CLICK_BUSY_MS = 500.0, 1500.0
+
+
+def click_budget_ms() -> float:
+    """The click budget for this machine right now (see ``CLICK_GOAL_MS``)."""
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    return CLICK_BUSY_MS if busy else CLICK_GOAL_MS
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +184,13 @@ def test_run_created_in_the_browser_forms_its_front_live(system, driver, tmp_pat
 
     # A click on a point opens the solution panel at once (measured in the page: from the
     # pointer press to the panel's title); both downloads arrive, named by the one number.
+    budget = click_budget_ms()
     answers = [_timed_click(driver, 0), _timed_click(driver, -1)]
-    print(f"click -> solution panel: {', '.join(f'{ms:.0f} ms' for ms, _ in answers)}")
-    assert max(ms for ms, _ in answers) <= CLICK_BUDGET_MS, answers
+    print(
+        f"click -> solution panel: {', '.join(f'{ms:.0f} ms' for ms, _ in answers)} "
+        f"(budget {budget:.0f} ms, load average {os.getloadavg()[0]:.1f})"
+    )
+    assert max(ms for ms, _ in answers) <= budget, answers
     pref_id = answers[-1][1]
     _click_button(driver, "Download model (safetensors)")
     _click_button(driver, "Download config (JSON)")
@@ -202,12 +214,15 @@ def _timed_click(driver: Any, which: int) -> tuple[float, int]:
     """Click the ``which``-th point of the front; (ms until its panel showed, preference id)."""
     from selenium.webdriver.common.action_chains import ActionChains
 
+    _idle(driver)  # the page is not busy with an earlier rerun (which redraws the chart)
     target = _points(driver)[which]
     label = target.get_attribute("aria-label") or ""
     match = re.search(r"preference: (#(\d+) \([^)]*\))", label)
     assert match, label
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target)
-    _idle(driver)  # the page is not busy with an earlier rerun
+    _idle(driver)
+    # The point as drawn now (a rerun in between would have replaced the element).
+    target = next(p for p in _points(driver) if p.get_attribute("aria-label") == label)
     driver.execute_script(TIME_ANSWER_JS, f"Solution {match.group(1)}")
     ActionChains(driver).move_to_element(target).click().perform()
     answer = wait_until(

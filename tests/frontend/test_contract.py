@@ -20,6 +20,8 @@ PAIRS: dict[type[BaseModel], str] = {
     ui.Problem: "ProblemPublic",
     ui.Method: "MethodPublic",
     ui.Progress: "Progress",
+    ui.EpochProgress: "EpochProgress",
+    ui.QueuePlace: "QueuePlace",
     ui.Run: "RunPublic",
     ui.Job: "JobPublic",
     ui.Preference: "PreferencePublic",

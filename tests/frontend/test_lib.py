@@ -15,7 +15,6 @@ from frontend.lib.front_data import (
     metric_frame,
     neighbour_gaps,
     ray_segments,
-    spread,
     trajectory_segments,
 )
 from frontend.lib.models import MetricPoint
@@ -179,12 +178,6 @@ def test_rays_end_on_the_plot_border_and_gaps_are_widest_first():
     )
     gaps = neighbour_gaps(points, "l0", "l1")
     assert (gaps.loc[0, "left"], gaps.loc[0, "right"]) == (2, 3)
-
-
-def test_spread_is_zero_for_evenly_spaced_points():
-    assert spread(np.array([[0, 2], [1, 1], [2, 0]])) == pytest.approx(0)
-    assert spread(np.array([[0, 2], [0.1, 1.9], [2, 0]])) > 0.3
-    assert spread(np.array([[0, 1]])) is None
 
 
 def test_colours_follow_the_direction_of_preferences():

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
+from frontend.lib.models import Evaluation
 from frontend.lib.views.pareto_set_picker import (
+    examples_note,
     picker_fetchers,
     preference_grid,
     simplex_xy,
@@ -44,6 +46,16 @@ def test_the_front_grid_is_about_100_distinct_valid_preferences(m):
         assert angles == sorted(angles) and 0 < angles[0] < 1 and 89 < angles[-1] < 90
     else:  # a lattice of the simplex: weights sum to 1
         assert all(sum(v) == pytest.approx(1) for v in grid)
+
+
+def test_the_page_says_when_a_point_is_an_estimate_on_part_of_the_split():
+    def note(samples, size):
+        body = {"epoch": 3, "split": "test", "samples": samples, "split_size": size}
+        return examples_note(Evaluation.model_validate({**body, "points": []}))
+
+    assert note(500, 20000) == "an estimate on 500 of 20,000 test examples"
+    assert note(20000, 20000) == "all 20,000 test examples"
+    assert note(None, None) == ""  # a function problem has no examples
 
 
 def test_simplex_corners_and_slider_ends_are_the_single_tasks():

@@ -325,3 +325,19 @@ def test_spread_permutation_and_scale_invariant(m, data):
     perm = list(data.draw(st.permutations(range(len(points)))))
     assert close(spread(points[perm], front), value, rel=1e-9)
     assert close(spread(points * scale, front * scale), value, rel=1e-9)
+
+
+def test_the_reference_point_rule_is_the_problems_then_two_then_past_the_worst_losses():
+    from pmtl_core.indicators import reference_point
+
+    rows = [[1.0, 4.0], [2.0, -1.0], [None, 9.0], [float("nan"), 0.0]]
+    assert reference_point("function", 2, [9.0, 9.0], rows) == [9.0, 9.0]
+    assert reference_point("dataset", 2, None, rows) == [2.0, 2.0]
+    assert reference_point("dataset", 2, [1.0], rows) == [2.0, 2.0]  # wrong length: ignored
+    # function problems: just past the worst finite losses (10 %, at least 1e-6)
+    assert reference_point("function", 2, None, rows) == pytest.approx([2.2, 4.4])
+    assert reference_point("function", 1, None, [[0.0], [-5.0]]) == [1e-6]
+    assert reference_point("function", 2, None, [[None, 1.0]]) is None
+    # every finite point is strictly inside the box, so each contributes to the hypervolume
+    ref = reference_point("function", 2, None, rows)
+    assert hypervolume([[2.0, 4.0]], ref) > 0

@@ -91,6 +91,49 @@ def test_a_preference_folds_into_a_plain_network_with_the_same_outputs(image, de
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("image", [False, True], ids=["mlp", "lenet"])
+def test_evaluating_many_preferences_at_once_matches_each_plain_network(image, device):
+    # 1100 samples: batches of 600 cut across the 512-sample chunks, and both leave remainders
+    problem = TwoTaskBlobs(n_train=8, n_test=1100, image=image)
+    net = ConditionedModel(problem.model_config(), 2).to(device).eval()
+    data = problem.load(device).test
+    prefs = torch.rand(5, 2, generator=torch.Generator().manual_seed(3)) + 0.05
+    prefs = (prefs / prefs.norm(dim=-1, keepdim=True)).to(device)
+    got = net.evaluate(problem, data.inputs, data.targets, prefs, batch=600)
+    for i, u in enumerate(prefs):
+        with torch.no_grad():
+            _, outs = net.plain_model(u)(problem.transform(data.inputs))
+        want = problem.task_losses(outs, data.targets)
+        correct = problem.task_metrics(outs, data.targets)["accuracy"] / data.inputs.shape[0]
+        torch.testing.assert_close(got["losses"][i], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["metric:accuracy"][i], correct)
+
+
+def test_a_sampled_evaluation_is_the_same_fixed_draw_of_the_split(tmp_path):
+    problem = TwoTaskBlobs(n_train=64, n_test=300)
+    train(problem, "psl", [[0.9, 0.1], [0.1, 0.9]], {"epochs": 1}, checkpoint_dir=tmp_path)
+    pset = ParetoSet.from_checkpoint(checkpoints.latest(tmp_path), problem)
+    u = [[0.3, 0.7], [0.8, 0.2]]
+    full = pset.evaluate(u, split="test")
+    assert pset.split_size("test") == 300 and pset.split_size("train") == 64
+    assert pset.evaluate(u, split="test", samples=300) == full
+    assert pset.evaluate(u, split="test", samples=10_000) == full
+    some = pset.evaluate(u, split="test", samples=50)
+    assert some == pset.evaluate(u, split="test", samples=50) and some != full
+    inputs, targets = pset._examples("test", 50)
+    data = problem.load("cpu").test
+    assert inputs.shape[0] == 50 and len({tuple(r.tolist()) for r in inputs}) == 50
+    rows = {tuple(r.tolist()) for r in data.inputs}
+    assert all(tuple(r.tolist()) in rows for r in inputs)
+    for point in some:  # the estimate is the plain network's loss on exactly that draw
+        config, tensors = pset.model(point["vector"])
+        _, outs = load_model(config, save(tensors))(problem.transform(inputs))
+        want = problem.task_losses(outs, targets)
+        assert point["losses"] == pytest.approx(want.tolist(), abs=1e-5)
+    with pytest.raises(ValueError, match="at least 1"):
+        pset.evaluate(u, split="test", samples=0)
+
+
 class NarrowBlobs(TwoTaskBlobs):
     """The blobs through a one-unit linear representation: the two tasks compete for it."""
 

@@ -102,6 +102,44 @@ class PreferencesAdd(_Strict):
     vectors: list[list[float]] = Field(min_length=1, max_length=256)
 
 
+class EpochProgress(BaseModel):
+    """Where a running job is inside the epoch it trains (reported every few seconds)."""
+
+    epoch: int = Field(description="the epoch being trained (1-based); the ones before it are done")
+    batch: int = Field(description="batches of this epoch done (steps, for function problems)")
+    batches: int = Field(description="batches (steps) per epoch")
+    unit: Literal["batch", "step"] = Field(
+        "batch", description="what is counted: batches of a data set, or a function's steps"
+    )
+    fraction: float = Field(description="batch / batches")
+    samples_per_s: float | None = Field(
+        None, description="training samples per second in this epoch (null: function problem)"
+    )
+    batches_per_s: float | None = Field(
+        None, description="batches (steps) per second in this epoch; null at its first batch"
+    )
+    seconds_left: float | None = Field(
+        None, description="estimated seconds to the end of this epoch (counted from now)"
+    )
+    job_seconds_left: float | None = Field(
+        None,
+        description="estimated seconds to the end of the job: this epoch, then the remaining "
+        "epochs at the last whole epoch's time; null until an epoch of this attempt ended",
+    )
+    updated_at: datetime = Field(description="when the training reported this")
+
+
+class QueuePlace(BaseModel):
+    """Where a queued run stands in the queue and what holds the worker slots."""
+
+    position: int = Field(
+        description="1-based place of the run's next job in the claim order (1: claimed next)"
+    )
+    queued: int = Field(description="claimable queued jobs, all users")
+    running_jobs: int = Field(description="jobs running now, all users (each holds one slot)")
+    running_run_ids: list[int] = Field(description="the runs those jobs belong to")
+
+
 class Progress(BaseModel):
     jobs_total: int
     jobs_finished: int
@@ -109,6 +147,9 @@ class Progress(BaseModel):
     jobs_running: int
     epoch: int = Field(description="lowest epoch reached among unfinished jobs (or the last)")
     epochs: int
+    in_epoch: EpochProgress | None = Field(
+        None, description="in-epoch progress of the slowest running job (null when none runs)"
+    )
 
 
 class RunPublic(BaseModel):
@@ -127,6 +168,9 @@ class RunPublic(BaseModel):
     training: dict[str, Any]
     progress: Progress
     hypervolume: float | None = Field(None, description="latest test (else train) hypervolume")
+    queue: QueuePlace | None = Field(
+        None, description="set while the run has a queued job that workers may claim"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -149,6 +193,12 @@ class JobPublic(BaseModel):
     preference_ids: list[int]
     warm_start: dict[str, Any] | None = Field(
         None, description="preference id -> neighbour preference id it was warm-started from"
+    )
+    progress: EpochProgress | None = Field(
+        None, description="in-epoch progress while the job runs (null otherwise)"
+    )
+    queue_position: int | None = Field(
+        None, description="1-based place in the claim order while queued (1: claimed next)"
     )
     created_at: datetime
     started_at: datetime | None
@@ -213,6 +263,11 @@ class FrontPublic(BaseModel):
     task_names: list[str]
     reference_point: list[float] | None
     hypervolume: float | None
+    spread: float | None = Field(
+        None,
+        description="Deb's spread of the non-dominated points (pmtl_core.indicators.spread, "
+        "without the true front's extremes): 0 means evenly spaced; null below three points",
+    )
     points: list[FrontPoint]
 
 

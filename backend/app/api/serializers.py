@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from backend.app.api.live import QueueView, job_progress, run_in_epoch
 from backend.app.api.schemas import (
     FrontPoint,
     JobPublic,
@@ -14,15 +16,16 @@ from backend.app.api.schemas import (
     RunDetail,
     RunPublic,
 )
-from backend.app.db.models import Job, MetricPoint, Preference, Run
+from backend.app.db.models import Job, MetricPoint, Preference, Run, utcnow
 
 __all__ = ["job_public", "metric_point_public", "preference_public", "progress", "run_detail"]
 
 _UNFINISHED = ("queued", "running")
 
 
-def progress(jobs: Sequence[Job]) -> Progress:
-    """Job counts by state and the epoch reached by the slowest unfinished job."""
+def progress(jobs: Sequence[Job], now: datetime | None = None) -> Progress:
+    """Job counts by state, the epoch reached by the slowest unfinished job and where the
+    slowest running job is inside its epoch."""
     unfinished = [j.epoch for j in jobs if j.state in _UNFINISHED]
     epoch = min(unfinished) if unfinished else max((j.epoch for j in jobs), default=0)
     return Progress(
@@ -32,11 +35,18 @@ def progress(jobs: Sequence[Job]) -> Progress:
         jobs_running=sum(j.state == "running" for j in jobs),
         epoch=epoch,
         epochs=max((j.epochs for j in jobs), default=0),
+        in_epoch=run_in_epoch(jobs, now),
     )
 
 
-def run_public(run: Run, hypervolume: float | None) -> RunPublic:
-    """The summary of a run shown in lists."""
+def run_public(
+    run: Run,
+    hypervolume: float | None,
+    queue: QueueView | None = None,
+    now: datetime | None = None,
+) -> RunPublic:
+    """The summary of a run shown in lists (``queue``: the request's view of the queue;
+    ``now``: the moment time estimates are counted from)."""
     jobs = list(run.jobs)
     return RunPublic(
         id=run.id,
@@ -52,15 +62,16 @@ def run_public(run: Run, hypervolume: float | None) -> RunPublic:
         problem_options=run.problem_options,
         hyperparameters=run.hyperparameters,
         training=run.training,
-        progress=progress(jobs),
+        progress=progress(jobs, now),
         hypervolume=hypervolume,
+        queue=None if queue is None else queue.run_place(run),
         created_at=run.created_at,
         updated_at=run.updated_at,
     )
 
 
-def job_public(job: Job) -> JobPublic:
-    """One job with the ids of the preferences it trains."""
+def job_public(job: Job, queue: QueueView | None = None, now: datetime | None = None) -> JobPublic:
+    """One job with the ids of the preferences it trains and its live state."""
     return JobPublic(
         id=job.id,
         state=job.state,
@@ -73,6 +84,8 @@ def job_public(job: Job) -> JobPublic:
         error=job.error,
         preference_ids=[p.id for p in job.preferences],
         warm_start=job.warm_start,
+        progress=job_progress(job, now),
+        queue_position=None if queue is None else queue.job_position(job),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -93,13 +106,14 @@ def preference_public(pref: Preference) -> PreferencePublic:
     )
 
 
-def run_detail(run: Run, hypervolume: float | None) -> RunDetail:
+def run_detail(run: Run, hypervolume: float | None, queue: QueueView | None = None) -> RunDetail:
     """A run with its preferences and jobs."""
-    summary = run_public(run, hypervolume)
+    now = utcnow()  # one moment for the run's and its jobs' estimates: they agree
+    summary = run_public(run, hypervolume, queue, now)
     return RunDetail(
         **summary.model_dump(),
         preferences=[preference_public(p) for p in run.preferences],
-        jobs=[job_public(j) for j in run.jobs],
+        jobs=[job_public(j, queue, now) for j in run.jobs],
     )
 
 

@@ -163,6 +163,8 @@ class Job(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     warm_start: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: in-epoch progress of the current claim (backend.app.queue.progress), overwritten in place
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -66,6 +66,7 @@ from backend.app.queue.transactions import (
     TERMINAL_STATES,
     SessionFactory,
     lock_run,
+    lock_user,
 )
 from backend.app.queue.writes import (
     MetricIn,
@@ -93,6 +94,7 @@ __all__ = [
     "fail",
     "finish",
     "lock_run",
+    "lock_user",
     "reap_expired",
     "record_artifact",
     "record_divergence",

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from backend.app.db.models import Job, Run, utcnow
+from backend.app.db.models import Job, Run, User, utcnow
 from backend.app.db.session import session_scope
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "SessionFactory", "lock_run"]
@@ -91,6 +91,18 @@ def lock_run(session: Session, run_id: int) -> bool:
     """
     _begin_write(session)
     return _lock_run(session, run_id) is not None
+
+
+def lock_user(session: Session, user_id: int) -> None:
+    """Make the caller the only one changing what ``user_id`` owns until it commits.
+
+    PostgreSQL: ``SELECT … FOR NO KEY UPDATE`` on the user row (new runs' foreign keys still
+    insert beside it); SQLite: ``BEGIN IMMEDIATE``. What the caller counts after this call
+    (the user's active runs, say) stays true until its commit. End any read-only transaction
+    first, so that SQLite begins a fresh write transaction rather than upgrading a stale one.
+    """
+    _begin_write(session)
+    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 def _insert_ignoring_duplicates(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:

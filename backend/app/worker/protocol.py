@@ -25,6 +25,7 @@ __all__ = [
     "InitSource",
     "JobSpec",
     "PointOut",
+    "ProgressEvent",
     "StartEvent",
     "StoppedEvent",
     "decode_event",
@@ -107,6 +108,26 @@ class EpochEvent(_Model):
     points: list[PointOut]
 
 
+class ProgressEvent(_Model):
+    """Where training is inside ``epoch``: ``batch`` of ``batches`` done, and how fast.
+
+    Rates are measured on the training side over the epoch so far. ``samples_per_s`` counts
+    training samples (batch size x batches / elapsed) and is None for function problems,
+    which have no batch (their "batches" are optimisation steps: ``batches_per_s`` is then
+    steps/s). ``unit`` says which. ``epoch_seconds`` is how long the last whole epoch of this
+    attempt took (evaluation included), None before one ended. Throttled by the sender.
+    """
+
+    type: Literal["progress"] = "progress"
+    epoch: int
+    batch: int
+    batches: int
+    unit: Literal["batch", "step"] = "batch"
+    batches_per_s: float | None = None
+    samples_per_s: float | None = None
+    epoch_seconds: float | None = None
+
+
 class CheckpointEvent(_Model):
     """A checkpoint file written at the end of ``epoch``, with its checksum and size."""
 
@@ -151,6 +172,7 @@ class ErrorEvent(_Model):
 Event = Annotated[
     StartEvent
     | EpochEvent
+    | ProgressEvent
     | CheckpointEvent
     | DivergenceEvent
     | FinishedEvent

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.app import queue
+from backend.app.queue.progress import ProgressIn, record_progress
 from backend.app.storage import ArtifactStore
 from backend.app.worker.executors import EventQueue, Training
 from backend.app.worker.lease import DB_ERRORS, GiveUp, HeartbeatLease, retry
@@ -46,6 +47,7 @@ from backend.app.worker.protocol import (
     ErrorEvent,
     Event,
     FinishedEvent,
+    ProgressEvent,
     StartEvent,
     StoppedEvent,
 )
@@ -251,6 +253,8 @@ class JobRunner:
             self._write(lambda: claim.record_metrics(points))
             self.metrics_through = max(self.metrics_through, event.epoch)
             self._flush_pending()
+        elif isinstance(event, ProgressEvent):
+            self._record_progress(event)
         elif isinstance(event, CheckpointEvent):
             self.pending.append(event)
             self._flush_pending()
@@ -261,6 +265,29 @@ class JobRunner:
             self.outcome = event
         else:  # pragma: no cover - the protocol's union is closed
             log.warning("job %s: unknown event %r", claim.job_id, event)
+
+    def _record_progress(self, event: ProgressEvent) -> None:
+        """Store in-epoch progress: one fenced UPDATE, tried once (a newer event follows soon,
+        so an outage skips it rather than holding up the epoch's points); fenced out means
+        the lease is lost, as for every other write."""
+        claim = self.claim
+        progress = ProgressIn(
+            epoch=event.epoch,
+            batch=event.batch,
+            batches=event.batches,
+            unit=event.unit,
+            batches_per_s=event.batches_per_s,
+            samples_per_s=event.samples_per_s,
+            epoch_seconds=event.epoch_seconds,
+        )
+        try:
+            held = record_progress(self.ctx.factory, claim.job_id, claim.lease_token, progress)
+        except DB_ERRORS as error:
+            log.debug("job %s: progress not recorded (%s)", claim.job_id, error)
+            return
+        if not held:
+            self.lease.lost = True
+            raise GiveUp(f"lease of job {claim.job_id} taken over; write rejected")
 
     def _flush_pending(self, *, final: bool = False) -> None:
         """Record checkpoints whose epoch's points are stored; at the end drop the rest."""

@@ -15,6 +15,8 @@ ones are recorded, keeping the newest ``keep_checkpoints`` recorded ones (sent i
 from __future__ import annotations
 
 import logging
+import math
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from backend.app.worker.protocol import (
     FinishedEvent,
     JobSpec,
     PointOut,
+    ProgressEvent,
     StartEvent,
     StoppedEvent,
 )
@@ -42,15 +45,61 @@ Emit = Callable[[Event], None]
 
 #: Options that belong to the worker's configuration, whatever the run's row says.
 WORKER_OPTIONS = ("download", "data_dir")
+#: Seconds between two progress events: each one is a database write by the supervisor.
+PROGRESS_EVERY = 2.0
 
 
 class _Relay:
-    """Engine callbacks that forward what the supervisor records (points by stack position)."""
+    """Engine callbacks that forward what the supervisor records (points by stack position).
 
-    def __init__(self, emit: Emit) -> None:
+    In-epoch progress is throttled to one event per ``every`` seconds of ``clock``; the engine
+    reports before each batch, so no event says "n of n" (the epoch event follows anyway).
+    ``batch_size`` turns batches/s into samples/s (None: a function problem, no samples).
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        batch_size: int | None = None,
+        every: float = PROGRESS_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.emit = emit
+        self.batch_size = batch_size
+        self.every = every
+        self.clock = clock
+        self._epoch: int | None = None
+        self._epoch_started = 0.0
+        self._sent = -math.inf
+        self._epoch_seconds: float | None = None
+
+    def on_progress(self, epoch: int, batch: int, batches: int) -> None:
+        """Emit a :class:`ProgressEvent` unless one went out less than ``every`` s ago."""
+        now = self.clock()
+        if epoch != self._epoch:
+            self._epoch, self._epoch_started = epoch, now
+        if now - self._sent < self.every:
+            return
+        self._sent = now
+        elapsed = now - self._epoch_started
+        rate = batch / elapsed if batch > 0 and elapsed > 0 else None
+        self.emit(
+            ProgressEvent(
+                epoch=epoch,
+                batch=batch,
+                batches=batches,
+                unit="step" if self.batch_size is None else "batch",
+                batches_per_s=rate,
+                samples_per_s=(
+                    None if rate is None or self.batch_size is None else rate * self.batch_size
+                ),
+                epoch_seconds=self._epoch_seconds,
+            )
+        )
 
     def on_epoch(self, record: Any) -> None:
+        self._epoch_seconds = float(record.epoch_time)
         self.emit(
             EpochEvent(
                 epoch=record.epoch,
@@ -129,6 +178,7 @@ def run_job(spec: JobSpec, emit: Emit, should_stop: Callable[[], bool]) -> None:
     from pmtl_core.config import make_config
     from pmtl_core.engine import train
     from pmtl_core.problems import REGISTRY, get_problem
+    from pmtl_core.problems.function import FunctionProblem
 
     # A dotted path is imported only when the operator allowed it (the supervisor refuses
     # such jobs before they get here; this is the second line of defence).
@@ -164,7 +214,12 @@ def run_job(spec: JobSpec, emit: Emit, should_stop: Callable[[], bool]) -> None:
         config,
         params=spec.hyperparameters,
         all_preferences=spec.all_preferences,
-        callbacks=[_Relay(emit)],
+        callbacks=[
+            _Relay(
+                emit,
+                batch_size=None if isinstance(problem, FunctionProblem) else config.batch_size,
+            )
+        ],
         checkpoint_dir=checkpoint_dir,
         resume=Path(resume.path) if resume is not None else False,
         init_from=init_from,

@@ -17,7 +17,7 @@ import streamlit as st
 from frontend.lib import catalogue, charts, session
 from frontend.lib.colours import RUN_PALETTE
 from frontend.lib.formatting import duration, vector
-from frontend.lib.front_data import extent, spread
+from frontend.lib.front_data import extent
 from frontend.lib.models import Front, RunDetail
 
 __all__ = ["aligned_reference", "render", "summary_row", "training_time"]
@@ -52,10 +52,6 @@ def training_time(run: RunDetail) -> float | None:
 
 def summary_row(run: RunDetail, front: Front) -> dict[str, object]:
     """One row of the comparison table."""
-    losses = np.array(
-        [[np.nan if v is None else v for v in p.losses] for p in front.points if p.non_dominated],
-        dtype=float,
-    ).reshape(-1, run.n_tasks)
     return {
         "run": f"#{run.id} {run.name}",
         "method": run.method,
@@ -63,7 +59,7 @@ def summary_row(run: RunDetail, front: Front) -> dict[str, object]:
         "models": len(front.points),
         "non-dominated": int(sum(p.non_dominated for p in front.points)),
         "hypervolume": front.hypervolume,
-        "spread": spread(losses),
+        "spread": front.spread,
         "training time": duration(training_time(run)),
     }
 
@@ -166,8 +162,8 @@ def render() -> None:
             "hypervolume": st.column_config.NumberColumn(format="%.5g"),
             "spread": st.column_config.NumberColumn(
                 format="%.3f",
-                help="coefficient of variation of nearest-neighbour distances "
-                "among non-dominated points: 0 = evenly spaced",
+                help="Deb's spread of the non-dominated points, as the API computes it: "
+                "0 = evenly spaced, larger = clusters and gaps",
             ),
         },
     )

@@ -9,7 +9,6 @@ preferences, with "Download this model" (``GET /runs/{id}/model?preference=``).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import streamlit as st
 from frontend.lib import session
 from frontend.lib.api_client import ApiClient
 from frontend.lib.models import Evaluation, RunDetail
+from frontend.lib.views.downloads import download_buttons, pinned_fetchers
 
 __all__ = [
     "front_frame",
@@ -33,6 +33,12 @@ __all__ = [
 
 #: Preferences the learned front is drawn from.
 FRONT_POINTS = 100
+#: Examples of a data-set split behind the drawn front and behind the chosen point (a pass over
+#: MultiMNIST's 20,000 test images takes seconds per preference on a CPU).
+FRONT_SAMPLES = 256
+POINT_SAMPLES = 2000
+#: Seconds the front's one call may take (100 passes over FRONT_SAMPLES examples on a CPU).
+FRONT_TIMEOUT = 120.0
 
 
 def two_task_preference(angle_degrees: float) -> list[float]:
@@ -93,26 +99,15 @@ def picker_fetchers(
 ) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
     """Callables fetching the chosen preference's weights and then its config, pinned to the
     epoch the weights came from (training may go on in between)."""
-    served: dict[str, int | None] = {}
-
-    def weights() -> bytes:
-        client = ApiClient(api_url, token, timeout=timeout)
-        try:
-            download = client.preference_model(run_id, vector)
-        finally:
-            client.close()
-        served["epoch"] = download.epoch
-        return download.content
-
-    def config() -> bytes:
-        client = ApiClient(api_url, token, timeout=timeout)
-        try:
-            data = client.preference_config(run_id, vector, epoch=served.get("epoch"))
-        finally:
-            client.close()
-        return json.dumps(data, indent=2).encode()
-
-    return weights, config
+    return pinned_fetchers(
+        api_url,
+        token,
+        timeout,
+        lambda client: client.preference_model(run_id, vector),
+        lambda client, epoch: client.preference_config(run_id, vector, epoch=epoch),
+        {},
+        "epoch",
+    )
 
 
 def _chosen_vector(run: RunDetail) -> list[float] | None:
@@ -197,15 +192,27 @@ def _picked_index(event: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-def _front(client: ApiClient, run: RunDetail, split: str) -> Evaluation | None:
+def _front(client: ApiClient, run: RunDetail, split: str, samples: int | None) -> Evaluation | None:
     """The 100-preference front, fetched once per run, split and progress of the run."""
-    key = f"psl.{run.id}.front.{split}.{run.progress.epoch}.{run.status}"
+    key = f"psl.{run.id}.front.{split}.{samples}.{run.progress.epoch}.{run.status}"
     if key not in st.session_state:
         grid = preference_grid(run.n_tasks)
-        st.session_state[key] = session.try_api(
-            lambda: client.evaluate(run.id, grid, split), "Could not evaluate the learned front"
-        )
+        with st.spinner(f"Evaluating the learned front at {len(grid)} preferences…"):
+            st.session_state[key] = session.try_api(
+                lambda: client.evaluate(run.id, grid, split, samples, timeout=FRONT_TIMEOUT),
+                "Could not evaluate the learned front",
+            )
     return st.session_state[key]
+
+
+def examples_note(evaluation: Evaluation) -> str:
+    """How many examples an evaluation used: "all 20,000" or "1,000 of 20,000 (an estimate)"."""
+    size, used = evaluation.split_size, evaluation.samples
+    if size is None or used is None:
+        return ""
+    if used >= size:
+        return f"all {size:,} {evaluation.split} examples"
+    return f"an estimate on {used:,} of {size:,} {evaluation.split} examples"
 
 
 def _front_chart(front: pd.DataFrame, chosen: pd.DataFrame, names: list[str]) -> alt.Chart:
@@ -223,7 +230,8 @@ def _front_chart(front: pd.DataFrame, chosen: pd.DataFrame, names: list[str]) ->
         .mark_point(size=260, filled=True, color="#d62728")
         .encode(x=f"{x}:Q", y=f"{y}:Q")
     )
-    return (curve + dot).properties(height=380, title="The learned front (100 preferences)")
+    title = f"The learned front ({FRONT_POINTS} preferences)"
+    return (curve + dot).properties(height=380, title=title)
 
 
 def render_pareto_set(run: RunDetail, has_test_split: bool) -> None:
@@ -238,11 +246,18 @@ def render_pareto_set(run: RunDetail, has_test_split: bool) -> None:
     if has_test_split:
         split = st.radio("Split", ["test", "train"], horizontal=True, key=f"psl.{run.id}.split")
     vector = _chosen_vector(run)
-    front = _front(client, run, split)
+    # On a data set every preference is a pass over the split: the front and the dragged point
+    # are estimated on a fixed draw of examples, and the whole split is one click away.
+    whole = has_test_split and st.toggle(
+        "Evaluate the chosen point on the whole split (slower)", key=f"psl.{run.id}.whole"
+    )
+    front = _front(client, run, split, FRONT_SAMPLES if has_test_split else None)
     if front is None or vector is None:
         return
+    samples = None if whole or not has_test_split else POINT_SAMPLES
     chosen = session.try_api(
-        lambda: client.evaluate(run.id, [vector], split), "Could not evaluate this preference"
+        lambda: client.evaluate(run.id, [vector], split, samples),
+        "Could not evaluate this preference",
     )
     if chosen is None:
         return
@@ -251,6 +266,8 @@ def render_pareto_set(run: RunDetail, has_test_split: bool) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.altair_chart(_front_chart(front_frame(front, names), point, names))
+        if note := examples_note(front):
+            st.caption(f"Front: {note}.")
     with right:
         st.markdown(
             "**Preference** "
@@ -258,29 +275,21 @@ def render_pareto_set(run: RunDetail, has_test_split: bool) -> None:
         )
         table = {"loss": chosen.points[0].losses, **chosen.points[0].metrics}
         st.dataframe(pd.DataFrame(table, index=names), width="stretch")
-        st.caption(f"{split} split · checkpoint of epoch {chosen.epoch}")
+        note = examples_note(chosen)
+        st.caption(
+            f"{split} split · checkpoint of epoch {chosen.epoch}" + (f" · {note}" if note else "")
+        )
         cfg = session.settings()
         weights, config = picker_fetchers(
             cfg.api_url, session.token(), cfg.request_timeout, run.id, chosen.points[0].vector
         )
-        st.download_button(
-            "Download this model",
-            data=weights,
-            file_name="model.safetensors",
-            mime="application/octet-stream",
-            key=f"psl.{run.id}.weights",
-            icon=":material/download:",
-            on_click="ignore",
-            type="primary",
-        )
-        st.download_button(
-            "Download its config",
-            data=config,
-            file_name="config.json",
-            mime="application/json",
-            key=f"psl.{run.id}.config",
-            icon=":material/data_object:",
-            on_click="ignore",
+        download_buttons(
+            weights,
+            config,
+            ("model.safetensors", "config.json"),
+            f"psl.{run.id}.dl",
+            labels=("Download this model", "Download its config"),
+            side_by_side=False,
         )
         st.caption(
             "Load with `pmtl_core.load_model('config.json', 'model.safetensors')`; "

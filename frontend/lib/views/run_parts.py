@@ -10,9 +10,10 @@ from frontend.lib import catalogue, session
 from frontend.lib.colours import angle_degrees
 from frontend.lib.formatting import duration, status_badge, vector
 from frontend.lib.live_store import MetricStore
+from frontend.lib.live_text import current_in_epoch, in_epoch_text, ordinal, queue_text
 from frontend.lib.models import TERMINAL, Job, Preference, RunDetail
 
-#: What a queued job is waiting for (the API reports no queue position).
+#: What a queued job is waiting for when the API gives no queue place (e.g. being cancelled).
 WAITING = "waiting for a free worker slot"
 
 __all__ = [
@@ -81,14 +82,23 @@ def shown_status(run: RunDetail) -> str:
 
 
 def status_line(run: RunDetail, store: MetricStore) -> str:
-    """The header line under the title, from the same run and points the chart uses."""
+    """The header line under the title, from the same run and points the chart uses.
+
+    While a job runs it says where the slowest one is inside the epoch after the one the
+    chart reached; a queued run says its place in the queue and what it waits behind.
+    """
     p = run.progress
     status = shown_status(run)
-    waiting = f" ({WAITING})" if status == "queued" else ""
+    waiting = ""
+    if status == "queued":
+        waiting = f" ({queue_text(run.queue) if run.queue else WAITING})"
+    reached = epoch_reached(run, store)
+    live = current_in_epoch(p.in_epoch, reached) if status == "running" else None
+    now = f" · {in_epoch_text(live)}" if live is not None else ""
     return (
         f"**{run.problem}** with **{run.method}** · {status_badge(status)}{waiting} · "
         f"{run.n_preferences} preference vectors · jobs {p.jobs_finished}/{p.jobs_total} done · "
-        f"epoch {epoch_reached(run, store)}/{p.epochs} · seed {run.seed}"
+        f"epoch {reached}/{p.epochs}{now} · seed {run.seed}"
     )
 
 
@@ -170,12 +180,17 @@ def jobs_progress(run: RunDetail, store: MetricStore | None = None) -> None:
         latest = {int(k): int(v) for k, v in frame.groupby("preference_id")["epoch"].max().items()}
     for job in sorted(run.jobs, key=lambda j: j.id):
         epoch = _job_epoch(job, latest)
-        fraction = epoch / job.epochs if job.epochs else 0.0
+        live = current_in_epoch(job.progress, epoch) if job.state == "running" else None
+        done = epoch + (live.fraction if live is not None else 0.0)
+        fraction = done / job.epochs if job.epochs else 0.0
         if job.state == "finished":
             fraction = 1.0
         line = _job_line(job, epoch)
+        if live is not None:
+            line += f" · {in_epoch_text(live)}"
         if job.state == "queued":
-            line += f" — {WAITING}"
+            place = job.queue_position
+            line += f" — {ordinal(place)} in line" if place else f" — {WAITING}"
         st.progress(min(1.0, max(0.0, fraction)), text=line)
         if job.state == "failed":
             st.error(f"Job {job.id} failed: {job.error or 'no reason given'}")

@@ -7,20 +7,37 @@ import streamlit as st
 
 from frontend.lib import session
 from frontend.lib.formatting import when
+from frontend.lib.live_text import current_in_epoch, in_epoch_text, queue_text
 from frontend.lib.models import TERMINAL, Run
 
-__all__ = ["progress_fraction", "render", "runs_table"]
+__all__ = ["now_text", "progress_fraction", "render", "runs_table"]
 
 
 def progress_fraction(run: Run) -> float:
     """Share of the training done: finished (or failed) jobs count whole, the others by the
-    epoch they reached, so a run at epoch 5/30 is not shown at 0 %."""
+    epoch they reached plus the share of the next epoch the slowest running job has done, so
+    a run at epoch 5/30 is not shown at 0 % and a long epoch moves the bar."""
     p = run.progress
     if not p.jobs_total:
         return 0.0
     done = p.jobs_finished + p.jobs_failed
-    partial = (p.jobs_total - done) * (p.epoch / p.epochs if p.epochs else 0.0)
+    live = current_in_epoch(p.in_epoch, p.epoch)
+    epoch = p.epoch + (live.fraction if live is not None else 0.0)
+    partial = (p.jobs_total - done) * (epoch / p.epochs if p.epochs else 0.0)
     return min(1.0, (done + partial) / p.jobs_total)
+
+
+def now_text(run: Run) -> str:
+    """What the run is doing now: where its slowest running job is inside the next epoch, or
+    its queue place; empty once it is over (no stale promise)."""
+    if run.status in TERMINAL:
+        return ""
+    live = current_in_epoch(run.progress.in_epoch, run.progress.epoch)
+    if live is not None:
+        return in_epoch_text(live)
+    if run.queue is not None and not run.progress.jobs_running:
+        return queue_text(run.queue)
+    return ""
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
@@ -40,6 +57,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "status": run.status,
                 "progress": progress_fraction(run),
                 "epoch · jobs": f"{p.epoch}/{p.epochs} · {p.jobs_finished}/{p.jobs_total}{failed}",
+                "now": now_text(run),
                 "HV": run.hypervolume,
                 "owner": run.owner,
                 "created (UTC)": when(run.created_at),
@@ -54,6 +72,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         "status",
         "progress",
         "epoch · jobs",
+        "now",
         "HV",
         *(["owner"] if len(owners) > 1 else []),
         "created (UTC)",
@@ -76,6 +95,12 @@ _COLUMNS = {
     ),
     "epoch · jobs": st.column_config.TextColumn(
         "epoch · jobs", help="epoch reached by the slowest unfinished job · jobs done"
+    ),
+    "now": st.column_config.TextColumn(
+        "now",
+        help="running: where the slowest running job is inside its epoch (batches, speed, "
+        "time left); queued: the run's place in the queue and the runs holding the workers",
+        width="large",
     ),
     "HV": st.column_config.NumberColumn(
         "HV",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from frontend.lib import session
-from frontend.lib.api_client import ApiClient
 from frontend.lib.front_data import current_points
 from frontend.lib.live_store import MetricStore
 from frontend.lib.models import Front, RunDetail
+from frontend.lib.views.downloads import download_buttons, pinned_fetchers
 from frontend.lib.views.run_parts import favours, preference_label
 
 __all__ = ["download_names", "downloads_key", "fetchers", "metrics_table", "render_solution"]
@@ -54,31 +53,17 @@ def download_names(run_id: int, pref_id: int) -> tuple[str, str]:
 def fetchers(
     api_url: str, token: str | None, timeout: float, run_id: int, pref_id: int, pinned: dict
 ) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
-    """Callables that fetch the weights and the config when a download button is clicked.
-
-    They run outside the script (no session access), so each builds its own client. The
-    weights record the epoch they were served from in ``pinned``; the config asks for that
-    epoch, so both files belong to one checkpoint even while training goes on.
-    """
-
-    def weights() -> bytes:
-        client = ApiClient(api_url, token, timeout=timeout)
-        try:
-            model = client.model_file(run_id, pref_id)
-        finally:
-            client.close()
-        pinned[pref_id] = model.epoch
-        return model.content
-
-    def config() -> bytes:
-        client = ApiClient(api_url, token, timeout=timeout)
-        try:
-            data = client.model_config(run_id, pref_id, epoch=pinned.get(pref_id))
-        finally:
-            client.close()
-        return json.dumps(data, indent=2).encode()
-
-    return weights, config
+    """Callables that fetch a solution's weights and then the config of the weights' epoch
+    (recorded in ``pinned[pref_id]``) when a download button is clicked."""
+    return pinned_fetchers(
+        api_url,
+        token,
+        timeout,
+        lambda client: client.model_file(run_id, pref_id),
+        lambda client, epoch: client.model_config(run_id, pref_id, epoch=epoch),
+        pinned,
+        pref_id,
+    )
 
 
 def _downloads(run: RunDetail, pref_id: int, front: Front | None) -> None:
@@ -92,26 +77,7 @@ def _downloads(run: RunDetail, pref_id: int, front: Front | None) -> None:
         cfg.api_url, session.token(), cfg.request_timeout, run.id, pref_id, pinned
     )
     model_name, config_name = download_names(run.id, pref_id)
-    left, right = st.columns(2)
-    left.download_button(
-        "Download model (safetensors)",
-        weights,
-        file_name=model_name,
-        mime="application/octet-stream",
-        icon=":material/download:",
-        key=f"run.{run.id}.dl_model.{pref_id}",
-        on_click="ignore",
-        type="primary",
-    )
-    right.download_button(
-        "Download config (JSON)",
-        config,
-        file_name=config_name,
-        mime="application/json",
-        icon=":material/data_object:",
-        key=f"run.{run.id}.dl_config.{pref_id}",
-        on_click="ignore",
-    )
+    download_buttons(weights, config, (model_name, config_name), f"run.{run.id}.dl.{pref_id}")
     st.caption(
         f"`{model_name}` and `{config_name}`: the newest checkpoint when you click (the "
         "config follows the weights' epoch). Rebuild it with "

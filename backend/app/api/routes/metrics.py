@@ -186,6 +186,7 @@ def _front_body(
         "task_names": list(run.task_names),
         "reference_point": ref,
         "hypervolume": fronts.front_hypervolume(losses, ref) if losses else None,
+        "spread": fronts.front_spread(losses, flags),
         "points": [
             {
                 "preference_id": pref_id,

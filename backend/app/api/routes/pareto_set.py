@@ -49,6 +49,16 @@ class EvaluateRequest(BaseModel):
     split: Literal["train", "test"] = Field(
         "train", description="function problems have only train"
     )
+    samples: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description=(
+            "data-set problems: evaluate on this many examples of the split, the same ones on "
+            "every call (a seeded draw), instead of all of them; an estimate that answers "
+            "faster, for drawing a front. Function problems ignore it"
+        ),
+    )
 
 
 class EvaluatedPoint(BaseModel):
@@ -64,6 +74,10 @@ class EvaluateResponse(BaseModel):
 
     epoch: int
     split: str
+    samples: int | None = Field(None, description="examples evaluated (null for function problems)")
+    split_size: int | None = Field(
+        None, description="examples in the split (null for function problems)"
+    )
     points: list[EvaluatedPoint]
 
 
@@ -115,10 +129,18 @@ def evaluate(
     """
     pset = _pareto_set(session, store, user, run_id, epoch)
     try:
-        points = pset.evaluate(body.vectors, split=body.split)
+        points = pset.evaluate(body.vectors, split=body.split, samples=body.samples)
     except ValueError as exc:
         raise _unprocessable(str(exc)) from None
-    payload = {"epoch": pset.epoch, "split": body.split, "points": points}
+    size = pset.split_size(body.split)
+    used = None if size is None else min(size, body.samples or size)
+    payload = {
+        "epoch": pset.epoch,
+        "split": body.split,
+        "samples": used,
+        "split_size": size,
+        "points": points,
+    }
     return JSONResponse(json_safe(payload), headers={"X-Pmtl-Epoch": str(pset.epoch)})
 
 

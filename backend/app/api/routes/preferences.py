@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from backend.app import catalogue, crud, queue
-from backend.app.api import serializers, validation
+from backend.app.api import live, serializers, validation
 from backend.app.api.common import errors, get_run_or_404, run_hypervolumes
 from backend.app.api.deps import CurrentUser, SessionDep, SettingsDep, release
 from backend.app.api.routes.runs import RunId
@@ -65,6 +65,7 @@ def add_preferences(
     session.commit()
     session.expire_all()
     run = get_run_or_404(session, user, run_id)
-    detail = serializers.run_detail(run, run_hypervolumes(session, [run])[run.id])
+    hv = run_hypervolumes(session, [run])[run.id]
+    detail = serializers.run_detail(run, hv, live.QueueView.load(session, [run]))
     release(session)
     return detail

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from sqlalchemy import delete
 
 from backend.app import catalogue, crud, datasets, queue
-from backend.app.api import serializers, validation
+from backend.app.api import live, serializers, validation
 from backend.app.api.common import errors, get_run_or_404, run_hypervolumes
 from backend.app.api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep, release
 from backend.app.api.schemas import (
@@ -28,7 +28,8 @@ RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="run id")]
 
 def _detail(session: SessionDep, run_id: int, user: CurrentUser) -> RunDetail:
     run = get_run_or_404(session, user, run_id)
-    detail = serializers.run_detail(run, run_hypervolumes(session, [run])[run.id])
+    hv = run_hypervolumes(session, [run])[run.id]
+    detail = serializers.run_detail(run, hv, live.QueueView.load(session, [run]))
     release(session)
     return detail
 
@@ -43,10 +44,16 @@ _TOO_MANY: dict[int | str, dict[str, Any]] = {
 
 
 def _check_active_runs(session: SessionDep, settings: SettingsDep, user: CurrentUser) -> None:
-    """429 with ``Retry-After`` when the caller is at the limit of queued or running runs."""
+    """429 with ``Retry-After`` when the caller is at the limit of queued or running runs.
+
+    The count is taken under the user's lock, held until the new run is committed, so two
+    simultaneous submissions cannot both pass the last free place.
+    """
     limit = settings.max_active_runs_per_user
     if not limit:
         return
+    session.commit()  # nothing written yet: end the read transaction before taking the lock
+    queue.lock_user(session, user.id)
     active = crud.active_run_count(session, user=user)
     if active >= limit:
         raise HTTPException(
@@ -67,7 +74,6 @@ def create_run(
     body: RunCreate, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> RunDetail:
     """Validate a submission, create the run with its preference vectors and enqueue its job."""
-    _check_active_runs(session, settings, user)
     try:
         method = catalogue.method_class(body.method)
         info = catalogue.describe_problem(body.problem)
@@ -95,6 +101,7 @@ def create_run(
         n_tasks=n_tasks,
         limit=settings.max_preferences,
     )
+    _check_active_runs(session, settings, user)
     run = crud.create_run(
         session,
         owner=user,
@@ -126,7 +133,8 @@ def list_runs(
     """The caller's runs (all runs for an admin), newest first, one page at a time."""
     runs, count = crud.list_runs(session, user=user, offset=offset, limit=limit)
     hv = run_hypervolumes(session, runs)
-    page = RunList(data=[serializers.run_public(r, hv[r.id]) for r in runs], count=count)
+    waits = live.QueueView.load(session, runs)
+    page = RunList(data=[serializers.run_public(r, hv[r.id], waits) for r in runs], count=count)
     release(session)
     return page
 
