@@ -213,14 +213,11 @@ def test_time_left_counts_down_from_the_report():
     ids=["dataset", "function"],
 )
 def test_training_reports_samples_for_data_sets_and_steps_for_functions(
-    problem, batch_size, tmp_path, monkeypatch
+    problem, batch_size, tmp_path
 ):
-    from functools import partial
-
     from backend.app.worker import training
     from backend.app.worker.protocol import JobSpec
 
-    monkeypatch.setattr(training, "_Relay", partial(training._Relay, every=0.0))  # no throttle
     spec = JobSpec(
         job_id=1,
         run_id=1,
@@ -231,6 +228,7 @@ def test_training_reports_samples_for_data_sets_and_steps_for_functions(
         seed=0,
         device="cpu",
         lease_seconds=60,
+        progress_seconds=0.0,  # no throttle: every batch reports
         allow_dotted_problems=True,
         preferences=[[0.5, 0.5], [0.8, 0.2]],
         all_preferences=[[0.5, 0.5], [0.8, 0.2]],

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(None, description="artifact root; default: home/artifacts")
     lease_seconds: float = Field(30.0, gt=0, description="job lease length")
     heartbeat_seconds: float = Field(10.0, gt=0, description="interval of lease renewals")
+    progress_seconds: float = Field(
+        2.0,
+        ge=0.01,
+        le=3600,
+        description="least interval between two in-epoch progress reports of a job (each is a "
+        "database write)",
+    )
     max_attempts: int = Field(3, ge=1, le=100, description="claims of a job before it fails")
     worker_poll_seconds: float = Field(1.0, gt=0, description="idle worker's queue poll period")
     db_pool_size: int = Field(10, ge=1, le=1000, description="connections kept per API process")

@@ -90,6 +90,7 @@ def load_plan(ctx: JobContext, claim: queue.Lease, device: str) -> Plan:
             epochs=job.epochs,
             device=device,
             lease_seconds=ctx.lease_seconds,
+            progress_seconds=ctx.progress_seconds,
             download_data=ctx.download_data,
             allow_dotted_problems=ctx.allow_dotted_problems,
             preferences=[list(p.vector) for p in prefs],

@@ -70,6 +70,8 @@ class JobSpec(_Model):
     epochs: int
     device: str
     lease_seconds: float
+    #: least seconds between two progress events (each is a database write)
+    progress_seconds: float = 2.0
     download_data: bool = False
     allow_dotted_problems: bool = False
     preferences: list[list[float]]

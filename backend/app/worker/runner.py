@@ -75,6 +75,8 @@ class JobContext:
     allow_dotted_problems: bool = False
     #: seconds one attempt of a job may train before it is stopped and failed (0: no limit)
     wall_clock_limit: float = 0.0
+    #: least seconds between two in-epoch progress reports of the training side
+    progress_seconds: float = 2.0
 
 
 class JobRunner:

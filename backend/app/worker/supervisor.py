@@ -229,6 +229,7 @@ def run_worker(
         download_data=bool(getattr(settings, "download_data", False)),
         allow_dotted_problems=bool(getattr(settings, "allow_dotted_problems", False)),
         wall_clock_limit=float(getattr(settings, "job_wall_clock_limit_s", 0.0) or 0.0),
+        progress_seconds=float(getattr(settings, "progress_seconds", 2.0)),
     )
     restorers = [_install_signal_handlers(stop)]
     cluster = None

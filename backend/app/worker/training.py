@@ -218,6 +218,7 @@ def run_job(spec: JobSpec, emit: Emit, should_stop: Callable[[], bool]) -> None:
             _Relay(
                 emit,
                 batch_size=None if isinstance(problem, FunctionProblem) else config.batch_size,
+                every=spec.progress_seconds,
             )
         ],
         checkpoint_dir=checkpoint_dir,
