@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from frontend.lib.live_text import about, in_epoch_text, ordinal, queue_text
 from frontend.lib.models import EpochProgress, QueuePlace, Run
-from frontend.lib.views.runs import now_text, progress_fraction
+from frontend.lib.views.runs import epoch_text, now_text, progress_fraction
 from tests.frontend._apptest import ENTRY, PAGES, no_exception, texts
 from tests.frontend._system import System
 
@@ -106,13 +106,15 @@ def test_the_runs_list_moves_inside_an_epoch_and_forgets_it_when_over():
     live = {"in_epoch": _progress(samples_per_s=850.0).model_dump()}
     running = _run("running", progress=live)
     assert progress_fraction(running) == pytest.approx((3 + 120 / 469) / 100)
-    assert now_text(running).startswith("epoch 4: batch 120/469 (26%) · 850 samples/s")
+    assert now_text(running).startswith("batch 120/469")
+    assert epoch_text(running) == "3/100 · " + now_text(running)
     # A report the chart has overtaken (epoch 4 already recorded) is not shown.
     overtaken = _run("running", epoch=4, progress=live)
     assert now_text(overtaken) == "" and progress_fraction(overtaken) == pytest.approx(0.04)
     place = {"position": 2, "queued": 2, "running_jobs": 1, "running_run_ids": [2]}
-    assert now_text(_run("queued", epoch=0, queue=place)).startswith("2nd in line")
+    assert now_text(_run("queued", epoch=0, queue=place)) == "2nd in line"
     assert now_text(_run("cancelled", progress=live)) == ""
+    assert epoch_text(_run("cancelled", progress=live)).startswith("3/100 · ")  # epoch · jobs
 
 
 # ------------------------------------------------------------------ AppTest, real API
@@ -183,13 +185,13 @@ def test_pages_show_in_epoch_progress_and_queue_places(api_only, factory, page):
     assert f"next in line · waits behind 1 running job (run #{first['id']})" in waiting
 
     table = page("runs").dataframe[0].value
-    now = dict(zip(table["id"], table["now"], strict=True))
-    assert now[first["id"]].startswith("epoch 1: step 120/469 (26%)")
-    assert now[second["id"]].startswith("next in line")
+    now = dict(zip(table["id"], table["epoch · jobs"], strict=True))
+    assert now[first["id"]].startswith("0/100 · step 120/469 · ~") and "left" in now[first["id"]]
+    assert now[second["id"]] == "0/100 · next in line"
 
     assert queue.cancel_running(factory, claim.job_id, claim.lease_token)
     over = page("run_detail", run=first["id"])
     assert "step 120/469" not in texts(over)
     assert not any("step 120/469" in p.proto.text for p in over.get("progress"))
     table = page("runs").dataframe[0].value
-    assert dict(zip(table["id"], table["now"], strict=True))[first["id"]] == ""
+    assert "step" not in dict(zip(table["id"], table["epoch · jobs"], strict=True))[first["id"]]

@@ -6,8 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from frontend.lib import session
-from frontend.lib.formatting import when
-from frontend.lib.live_text import current_in_epoch, in_epoch_text, queue_text
+from frontend.lib.live_text import about, current_in_epoch, ordinal
 from frontend.lib.models import TERMINAL, Run
 
 __all__ = ["now_text", "progress_fraction", "render", "runs_table"]
@@ -28,41 +27,49 @@ def progress_fraction(run: Run) -> float:
 
 
 def now_text(run: Run) -> str:
-    """What the run is doing now: where its slowest running job is inside the next epoch, or
-    its queue place; empty once it is over (no stale promise)."""
+    """What the run is doing now, short enough for a table cell: where its slowest running job
+    is inside the next epoch (``step 120/469 · ~2 min left``), or its queue place (``2nd in
+    line``); empty once it is over (no stale promise). The run page says it in full."""
     if run.status in TERMINAL:
         return ""
     live = current_in_epoch(run.progress.in_epoch, run.progress.epoch)
     if live is not None:
-        return in_epoch_text(live)
+        text = f"{live.unit} {live.batch}/{live.batches}"
+        left = live.seconds_left
+        return text + (f" · {about(left)} left" if left is not None else "")
     if run.queue is not None and not run.progress.jobs_running:
-        return queue_text(run.queue)
+        place = run.queue.position
+        return "next in line" if place == 1 else f"{ordinal(place)} in line"
     return ""
+
+
+def epoch_text(run: Run) -> str:
+    """``epoch reached/epochs · jobs done/total``, the jobs giving way to :func:`now_text`
+    while the run trains or waits (one column, so the table fits a laptop screen)."""
+    p = run.progress
+    failed = f", {p.jobs_failed} failed" if p.jobs_failed else ""
+    now = now_text(run)
+    return f"{p.epoch}/{p.epochs} · " + (now or f"{p.jobs_finished}/{p.jobs_total}{failed}")
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run, the columns shown on the page (owner only when runs have several)."""
     owners = {run.owner for run in runs}
-    rows = []
-    for run in runs:
-        p = run.progress
-        failed = f", {p.jobs_failed} failed" if p.jobs_failed else ""
-        rows.append(
-            {
-                "id": run.id,
-                "name": run.name,
-                "problem": run.problem,
-                "method": run.method,
-                "prefs": run.n_preferences,
-                "status": run.status,
-                "progress": progress_fraction(run),
-                "epoch · jobs": f"{p.epoch}/{p.epochs} · {p.jobs_finished}/{p.jobs_total}{failed}",
-                "now": now_text(run),
-                "HV": run.hypervolume,
-                "owner": run.owner,
-                "created (UTC)": when(run.created_at),
-            }
-        )
+    rows = [
+        {
+            "id": run.id,
+            "name": run.name,
+            "problem": run.problem,
+            "method": run.method,
+            "prefs": run.n_preferences,
+            "status": run.status,
+            "progress": progress_fraction(run),
+            "epoch · jobs": epoch_text(run),
+            "HV": run.hypervolume,
+            "owner": run.owner,
+        }
+        for run in runs
+    ]
     columns = [
         "id",
         "name",
@@ -72,10 +79,8 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         "status",
         "progress",
         "epoch · jobs",
-        "now",
         "HV",
         *(["owner"] if len(owners) > 1 else []),
-        "created (UTC)",
     ]
     return pd.DataFrame(rows, columns=columns)
 
@@ -94,13 +99,11 @@ _COLUMNS = {
         width=90,
     ),
     "epoch · jobs": st.column_config.TextColumn(
-        "epoch · jobs", help="epoch reached by the slowest unfinished job · jobs done"
-    ),
-    "now": st.column_config.TextColumn(
-        "now",
-        help="running: where the slowest running job is inside its epoch (batches, speed, "
-        "time left); queued: the run's place in the queue and the runs holding the workers",
-        width="large",
+        "epoch · jobs",
+        help="epoch reached by the slowest unfinished job · jobs done; while a job trains, where "
+        "it is inside the next epoch and the time left in it; while the run is queued, its "
+        "place in the queue (the run page says what it waits behind)",
+        width="medium",
     ),
     "HV": st.column_config.NumberColumn(
         "HV",
@@ -109,7 +112,6 @@ _COLUMNS = {
         format="%.4g",
         width=70,
     ),
-    "created (UTC)": st.column_config.TextColumn("created (UTC)", width=130),
 }
 
 
