@@ -61,8 +61,12 @@ def test_train_reports_bad_input_without_a_traceback(tmp_path):
     assert "negative" in result.output and "Traceback" not in result.output
 
 
+EPOCHS = 12
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    # killed once two epochs are checkpointed (each takes seconds), long before the last one
     out = tmp_path / "run"
     args = [
         "train",
@@ -73,9 +77,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
         "--prefs",
         "4",
         "--epochs",
-        "40",
+        str(EPOCHS),
         "--config",
-        '{"steps_per_epoch": 200}',
+        '{"steps_per_epoch": 100}',
         "--device",
         str(DEVICE),
         "--out",
@@ -92,7 +96,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     last = checkpoints.latest(out / "checkpoints")
     assert last is not None
     killed_at = checkpoints.load(last)["epoch"]
-    assert killed_at < 40
+    assert killed_at < EPOCHS
     done = subprocess.run(
         _pmtl("train", "--resume", str(out)), capture_output=True, text=True, timeout=600
     )
@@ -100,9 +104,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     epochs = [
         json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
     ]
-    assert epochs[-1] == 40
-    assert sorted(set(epochs)) == list(range(1, 41))  # nothing missing after the resume
-    assert checkpoints.load(checkpoints.latest(out / "checkpoints"))["epoch"] == 40
+    assert epochs[-1] == EPOCHS
+    assert sorted(set(epochs)) == list(range(1, EPOCHS + 1))  # nothing missing after the resume
+    assert checkpoints.load(checkpoints.latest(out / "checkpoints"))["epoch"] == EPOCHS
 
 
 @pytest.mark.data
