@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,26 @@ def choose_file(driver: Any, path: Path, index: int = 0) -> None:
         30,
         f"{path.name} to be uploaded to the UI",
     )
+
+
+@contextmanager
+def browser_lab(home: Path, devices: str) -> Iterator[tuple[Any, str]]:
+    """Chromium present (installed with apt-get if missing), then the API, a worker on
+    ``devices`` and the UI as subprocesses under ``home``: ``(lab, ui_url)``."""
+    from tests.conftest import require
+    from tests.frontend._system import System, free_port
+
+    reason = ensure_chromium()
+    require(reason is None, reason or "")
+    with System.start(home, devices=devices) as lab:
+        yield lab, lab.start_ui(free_port())
+
+
+@contextmanager
+def chromium(profile: Path, downloads: Path | None = None, width: int = 1500) -> Iterator[Any]:
+    """A headless Chromium driver (:func:`make_driver`), quit on exit."""
+    driver = make_driver(profile, downloads=downloads, width=width)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -22,21 +22,20 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
 from tests.e2e._ui_browser import (
     CHART_SIZES_JS,
     COUNT_POINTS_JS,
     DATAFRAME_OVERFLOW_JS,
     DATAFRAME_TEXT_JS,
     TIME_ANSWER_JS,
+    browser_lab,
     choose_file,
-    ensure_chromium,
+    chromium,
     exceptions_on_page,
-    make_driver,
     screenshot,
     wait_until,
 )
-from tests.frontend._system import System, free_port
+from tests.frontend._system import System
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,20 +56,15 @@ def click_budget_ms() -> float:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, str]]:
     """Chromium present (installed with apt-get if missing), then API + worker + UI."""
-    reason = ensure_chromium()
-    require(reason is None, reason or "")
-    with System.start(tmp_path_factory.mktemp("lab"), devices="cpu,cpu") as lab:
-        yield lab, lab.start_ui(free_port())
+    with browser_lab(tmp_path_factory.mktemp("lab"), devices="cpu,cpu") as lab_and_url:
+        yield lab_and_url
 
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
     """A headless Chromium with its own profile and download directory."""
-    chrome = make_driver(tmp_path / "profile", downloads=tmp_path / "downloads")
-    try:
+    with chromium(tmp_path / "profile", downloads=tmp_path / "downloads") as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 def _by():

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
-from tests.e2e._ui_browser import ensure_chromium, make_driver, screenshot, wait_until
+from tests.e2e._ui_browser import browser_lab, chromium, screenshot, wait_until
 from tests.e2e.test_browser import _app_ready, _front_points, _no_exception
-from tests.frontend._system import System, free_port
+from tests.frontend._system import System
 from tests.settings import DATA_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -35,19 +34,14 @@ IN_EPOCH = re.compile(r"epoch (\d+)/\d+ · epoch (\d+): (batch|step) (\d+)/(\d+)
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, str]]:
     """Chromium present (installed with apt-get if missing), then API + one worker + UI."""
-    reason = ensure_chromium()
-    require(reason is None, reason or "")
-    with System.start(tmp_path_factory.mktemp("lab"), devices="cpu") as lab:
-        yield lab, lab.start_ui(free_port())
+    with browser_lab(tmp_path_factory.mktemp("lab"), devices="cpu") as lab_and_url:
+        yield lab_and_url
 
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
-    chrome = make_driver(tmp_path / "profile", width=1400)
-    try:
+    with chromium(tmp_path / "profile", width=1400) as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 def _long_epochs_run(lab: System) -> dict[str, Any]:
