@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,9 +100,18 @@ def supervisor_thread(settings: Settings, **kwargs: Any) -> Iterator[threading.E
 
 
 class SupervisorProcess:
-    """``python -m backend.app.worker --devices cpu`` configured through PMTL_* variables."""
+    """``python -m backend.app.worker --devices cpu`` (or other ``args``) configured through
+    PMTL_* variables (and ``extra_env``), its output in ``log_path``."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        args: Sequence[str] = ("--devices", "cpu"),
+        extra_env: dict[str, str] | None = None,
+        new_session: bool = False,
+        append_log: bool = False,
+    ) -> None:
         env = dict(os.environ)
         env.update(
             {
@@ -112,15 +121,17 @@ class SupervisorProcess:
                 "PMTL_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
                 "PMTL_WORKER_POLL_SECONDS": str(settings.worker_poll_seconds),
                 "PMTL_LOG_LEVEL": "INFO",
+                **(extra_env or {}),
             }
         )
         self.log_path = log_path
-        self._log = log_path.open("w")
+        self._log = log_path.open("a" if append_log else "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.app.worker", "--devices", "cpu"],
+            [sys.executable, "-m", "backend.app.worker", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
     @property
@@ -138,6 +149,12 @@ class SupervisorProcess:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL, as a host crash would."""
+        self.proc.kill()
+        self.proc.wait(30)
+        self._log.close()
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (graceful), then SIGKILL; always reaps the process and closes the log."""

@@ -35,6 +35,7 @@ from backend.app.db.session import session_scope
 from backend.app.storage import ArtifactStore
 from tests.backend._queue_helpers import database, job_row, make_run, metric_rows, session_factory
 from tests.backend._worker_helpers import (
+    SupervisorProcess,
     assert_checkpoints_valid,
     checkpoint_rows,
     wait_for,
@@ -171,53 +172,23 @@ def cluster() -> Iterator[Cluster]:
         assert not left, f"Ray processes survived the cluster's stop: {left}"
 
 
-class Dispatcher:
-    """``python -m backend.app.worker --executor ray`` configured through PMTL_* variables."""
+class Dispatcher(SupervisorProcess):
+    """``python -m backend.app.worker --executor ray`` configured through PMTL_* variables, in
+    its own session (a test's crash leaves no dispatcher in ours)."""
 
     def __init__(self, settings: Any, cluster: Cluster, log_path: Path) -> None:
-        env = dict(os.environ)
-        env.update(
-            {
-                "PMTL_HOME": str(settings.home),
-                "PMTL_DATABASE_URL": settings.database_url,
-                "PMTL_LEASE_SECONDS": str(settings.lease_seconds),
-                "PMTL_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-                "PMTL_WORKER_POLL_SECONDS": str(settings.worker_poll_seconds),
-                "PMTL_LOG_LEVEL": "INFO",
-                "RAY_USAGE_STATS_ENABLED": "0",
-            }
+        super().__init__(
+            settings,
+            log_path,
+            args=("--executor", "ray", "--ray-address", cluster.address),
+            extra_env={"RAY_USAGE_STATS_ENABLED": "0"},
+            new_session=True,
+            append_log=True,  # a second dispatcher of a test goes on in the same log
         )
-        self.log_path = log_path
-        self._log = log_path.open("a")
-        address = ["--ray-address", cluster.address]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.app.worker", "--executor", "ray", *address],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def kill(self) -> None:
-        """SIGKILL, as a host crash would."""
-        self.proc.kill()
-        self.proc.wait(30)
-        self._log.close()
 
     def stop(self, timeout: float = 60) -> None:
-        """SIGTERM (graceful), then SIGKILL; always reaps the process and closes the log."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        """As :meth:`SupervisorProcess.stop`, with longer for Ray tasks to wind down."""
+        super().stop(timeout)
 
 
 @contextlib.contextmanager
