@@ -13,6 +13,10 @@ files into the tables and figures of ``docs/results.md``.
     python bench/reproduce.py run --suite all --dry-run              # what is left to do
     python bench/reproduce.py report                                 # tables + figures
 
+Several ``run`` processes may work through the same plan at once (one per core): each run is
+claimed with a lock file in ``bench/results/reproduce/locks/`` while it trains, and a process
+skips the runs that another live process holds.
+
 Suites (the paper's protocol where this CPU allows it; ``--epochs`` and sizes are recorded):
 
 - ``synthetic``: the concave example (and its unbalanced version), 10 preference vectors,
@@ -36,6 +40,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reproduce"
 CHECKPOINTS = RESULTS / "checkpoints"
+LOCKS = RESULTS / "locks"  # one file per run being trained (not committed)
 PAPER_MILESTONES = (15, 30, 45, 60, 75, 90)  # of 100 epochs, lr halved at each
 DIGITS = ("multi_mnist", "multi_fashion", "multi_fashion_mnist")
 # Every method on MultiMNIST; Pareto MTL, its variant and the linear grid on the other two.
@@ -394,6 +400,52 @@ def priority_plan(args) -> list[RunSpec]:
     ]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def claim(run_id: str, fresh_seconds: float = 60.0) -> Iterator[bool]:
+    """Hold ``run_id``'s lock file while the block runs, so that several ``run`` processes can
+    work through one plan: yields False when a live process holds it. A lock whose process has
+    died (SIGKILL, the end of a session) is taken over; an unreadable one counts as held while
+    it is younger than ``fresh_seconds`` (its owner may be writing it)."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    path = LOCKS / f"{run_id}.lock"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner: int | None = int(path.read_text().split()[0])
+                held = _pid_alive(owner)
+            except (ValueError, IndexError):
+                owner = None
+                held = time.time() - path.stat().st_mtime < fresh_seconds
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            if held:
+                yield False
+                return
+            print(f"{run_id}: taking over the lock of dead process {owner}", flush=True)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False
+
+
 def cmd_run(args) -> None:
     deadline = time.time() + args.budget if args.budget else None
     torch.set_num_threads(args.threads)
@@ -418,17 +470,27 @@ def cmd_run(args) -> None:
         if spec.wall_of and not (_load(_partner(spec)) or {}).get("done"):
             print(f"{spec.run_id}: waits for {_partner(spec).run_id}", flush=True)
             continue
-        print(f"{spec.run_id}:", flush=True)
-        if spec.problem.startswith("concave"):
-            doc = {"spec": _spec_doc(spec), **run_function(spec), "done": True}
-            _write(spec, doc)
-            continue
-        doc = run_dataset(spec, deadline)
-        if doc is not None:
-            doc["done"] = True
-            _write(spec, doc)
-            # the JSON holds the results; checkpoints are only for resuming
-            shutil.rmtree(CHECKPOINTS / spec.run_id, ignore_errors=True)
+        with claim(spec.run_id) as mine:
+            if not mine:
+                print(f"{spec.run_id}: another process is running it", flush=True)
+                continue
+            if (_load(spec) or {}).get("done"):  # finished by another process since the plan
+                continue
+            run_one(spec, deadline)
+
+
+def run_one(spec: RunSpec, deadline: float | None) -> None:
+    """Run (or continue) one run and write its JSON; checkpoints go once it is done."""
+    print(f"{spec.run_id}:", flush=True)
+    if spec.problem.startswith("concave"):
+        _write(spec, {"spec": _spec_doc(spec), **run_function(spec), "done": True})
+        return
+    doc = run_dataset(spec, deadline)
+    if doc is not None:
+        doc["done"] = True
+        _write(spec, doc)
+        # the JSON holds the results; checkpoints are only for resuming
+        shutil.rmtree(CHECKPOINTS / spec.run_id, ignore_errors=True)
 
 
 def main() -> None:
