@@ -10,7 +10,7 @@ import pytest
 
 from frontend.lib import preferences
 from frontend.lib.live_store import MetricStore
-from frontend.lib.models import MetricPoint, RunDetail
+from frontend.lib.models import MetricPoint, QueuePlace, RunDetail
 from frontend.lib.session import is_loopback
 from frontend.lib.views.add_preferences import new_vectors
 from frontend.lib.views.compare import aligned_reference, training_time
@@ -113,6 +113,11 @@ def test_a_queued_run_with_a_running_job_reads_running_and_queued_says_it_waits(
     waiting = _run("queued", [{"id": 1, "state": "queued", "preference_ids": [20, 21]}])
     assert "waiting for a free worker slot" in status_line(waiting, _store({}))
     assert "waiting for a free worker slot" in _empty_message(waiting)
+    place = {"position": 2, "queued": 3, "running_jobs": 1, "running_run_ids": [2]}
+    placed = waiting.model_copy(update={"queue": QueuePlace.model_validate(place)})
+    for text in (status_line(placed, _store({})), _empty_message(placed)):
+        assert "2nd in line (1 job ahead) · waits behind 1 running job (run #2)" in text
+        assert "free worker slot" not in text
     cancelled = _run("cancelled", [{"id": 1, "state": "cancelled", "preference_ids": [20]}])
     message = _empty_message(cancelled)
     assert "cancelled" in message and "as soon as" not in message

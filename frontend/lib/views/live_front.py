@@ -27,13 +27,13 @@ from frontend.lib.front_data import (
 from frontend.lib.live_store import MetricStore, poll, store_for
 from frontend.lib.models import Front, HypervolumeHistory, RunDetail
 from frontend.lib.views.run_parts import (
-    WAITING,
     ViewOptions,
     clicked_key,
     jobs_progress,
     preference_label,
     shown_status,
     status_line,
+    waiting_text,
 )
 from frontend.lib.views.solution_panel import render_solution
 
@@ -185,7 +185,7 @@ def _empty_message(run: RunDetail) -> str:
     if status == "failed":
         return "The run failed before any model finished an epoch: see the jobs below."
     if status == "queued":
-        return f"Queued, {WAITING}: the front appears here once the first epoch ends."
+        return f"Queued, {waiting_text(run)}: the front appears here once the first epoch ends."
     return "Training: the front appears here as soon as the first epoch ends."
 
 

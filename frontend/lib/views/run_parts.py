@@ -29,6 +29,7 @@ __all__ = [
     "shown_status",
     "status_line",
     "view_options",
+    "waiting_text",
 ]
 
 
@@ -81,6 +82,11 @@ def shown_status(run: RunDetail) -> str:
     return run.status
 
 
+def waiting_text(run: RunDetail) -> str:
+    """What a queued run waits for: its place in line when the API gives it."""
+    return queue_text(run.queue) if run.queue else WAITING
+
+
 def status_line(run: RunDetail, store: MetricStore) -> str:
     """The header line under the title, from the same run and points the chart uses.
 
@@ -91,7 +97,7 @@ def status_line(run: RunDetail, store: MetricStore) -> str:
     status = shown_status(run)
     waiting = ""
     if status == "queued":
-        waiting = f" ({queue_text(run.queue) if run.queue else WAITING})"
+        waiting = f" ({waiting_text(run)})"
     reached = epoch_reached(run, store)
     live = current_in_epoch(p.in_epoch, reached) if status == "running" else None
     now = f" · {in_epoch_text(live)}" if live is not None else ""
