@@ -2,13 +2,15 @@
 
 Every method returns a model of :mod:`frontend.lib.models`. A response with an error status
 raises :class:`ApiError` whose message is the server's ``detail`` made readable; a server that
-cannot be reached raises :class:`ApiUnavailable`.
+cannot be reached raises :class:`ApiUnavailable`. The polled ``/front`` and ``/hypervolume``
+are asked with ``If-None-Match``: an unchanged answer comes back as a bodiless 304.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -36,6 +38,7 @@ from frontend.lib.models import (
 __all__ = ["API_PREFIX", "ApiClient", "ApiError", "ApiUnavailable", "format_detail"]
 
 API_PREFIX = "/api/v1"
+ETAG_CACHE_SIZE = 64  # answers kept for conditional polls, per client (one browser session)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -105,6 +108,11 @@ class ApiClient:
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
+        # (path, query) -> (ETag, answer) of the polled routes that give ETags: a page polling
+        # an unchanged front gets a bodiless 304 and the answer it already has
+        self._etags: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], tuple[str, Any]] = (
+            OrderedDict()
+        )
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -147,6 +155,25 @@ class ApiClient:
     def _get(self, model: type[M], path: str, **params: Any) -> M:
         query = {k: v for k, v in params.items() if v is not None}
         return model.model_validate(self._request("GET", path, params=query).json())
+
+    def _get_conditional(self, model: type[M], path: str, **params: Any) -> M:
+        """``_get`` with ``If-None-Match``: a 304 returns the answer cached with that ETag."""
+        query = {k: v for k, v in params.items() if v is not None}
+        key = (path, tuple(sorted(query.items())))
+        cached = self._etags.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else None
+        response = self._request("GET", path, params=query, headers=headers)
+        if response.status_code == 304 and cached is not None:
+            self._etags.move_to_end(key)
+            return cached[1]
+        value = model.model_validate(response.json())
+        etag = response.headers.get("ETag")
+        if etag:
+            self._etags[key] = (etag, value)
+            self._etags.move_to_end(key)
+            while len(self._etags) > ETAG_CACHE_SIZE:
+                self._etags.popitem(last=False)
+        return value
 
     def _post(self, model: type[M], path: str, body: Any = None) -> M:
         return model.model_validate(self._request("POST", path, json=body).json())
@@ -224,13 +251,13 @@ class ApiClient:
         self, run_id: int, split: Split = "test", ref: Sequence[float] | None = None
     ) -> Front:
         """The current front on ``split`` (hypervolume against ``ref`` when given)."""
-        return self._get(Front, f"/runs/{run_id}/front", split=split, ref=_ref(ref))
+        return self._get_conditional(Front, f"/runs/{run_id}/front", split=split, ref=_ref(ref))
 
     def hypervolume(
         self, run_id: int, split: Split = "test", ref: Sequence[float] | None = None
     ) -> HypervolumeHistory:
         """Hypervolume after every epoch on ``split``."""
-        return self._get(
+        return self._get_conditional(
             HypervolumeHistory, f"/runs/{run_id}/hypervolume", split=split, ref=_ref(ref)
         )
 

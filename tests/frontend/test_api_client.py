@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from frontend.lib.api_client import ApiClient, ApiError, ApiUnavailable, format_detail
@@ -114,3 +115,38 @@ def test_bad_vectors_are_all_reported_by_the_row_the_user_sees(client):
     assert "preference vector 2 is all zeros" in message
     assert "preference vector 3 has a negative entry" in message
     assert "vector 1 " not in message  # the good first row is not blamed
+
+
+class _Recording(httpx.HTTPTransport):
+    """A real transport that notes each request's If-None-Match and the status it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str | None, int]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.seen.append(
+            (request.url.path, request.headers.get("If-None-Match"), response.status_code)
+        )
+        return response
+
+
+def test_polls_of_an_unchanged_front_are_answered_304_from_the_cache(lab, finished_run):
+    transport = _Recording()
+    api = ApiClient(lab.api_url, lab.token, timeout=20, transport=transport)
+    try:
+        run_id = finished_run["id"]
+        first = api.front(run_id, "train")
+        assert api.front(run_id, "train") == first
+        history = api.hypervolume(run_id, "train")
+        assert api.hypervolume(run_id, "train") == history
+        other = api.front(run_id, "test")  # another query: not answered from the train front
+    finally:
+        api.close()
+    (_, ask1, got1), (_, ask2, got2), (_, ask3, got3), (_, ask4, got4), (_, ask5, got5) = (
+        transport.seen
+    )
+    assert (ask1, got1) == (None, 200) and ask2 and got2 == 304
+    assert (ask3, got3) == (None, 200) and ask4 and got4 == 304
+    assert (ask5, got5) == (None, 200) and other.split == "test"
