@@ -14,8 +14,8 @@ files into the tables and figures of ``docs/results.md``.
     python bench/reproduce.py report                                 # tables + figures
 
 Several ``run`` processes may work through the same plan at once (one per core): each run is
-claimed with a lock file in ``bench/results/reproduce/locks/`` while it trains, and a process
-skips the runs that another live process holds.
+claimed with a lock (``flock``) in ``bench/results/reproduce/locks/`` while it trains, and a
+process skips the runs that another process holds.
 
 Suites (the paper's protocol where this CPU allows it; ``--epochs`` and sizes are recorded):
 
@@ -34,6 +34,7 @@ Suites (the paper's protocol where this CPU allows it; ``--epochs`` and sizes ar
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -400,50 +401,26 @@ def priority_plan(args) -> list[RunSpec]:
     ]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 @contextmanager
-def claim(run_id: str, fresh_seconds: float = 60.0) -> Iterator[bool]:
-    """Hold ``run_id``'s lock file while the block runs, so that several ``run`` processes can
-    work through one plan: yields False when a live process holds it. A lock whose process has
-    died (SIGKILL, the end of a session) is taken over; an unreadable one counts as held while
-    it is younger than ``fresh_seconds`` (its owner may be writing it)."""
+def claim(run_id: str) -> Iterator[bool]:
+    """Hold ``run_id``'s lock while the block runs, so that several ``run`` processes can work
+    through one plan: yields False when another process holds it. The lock is an ``flock`` on
+    ``locks/<run_id>.lock``: the kernel drops it when its process ends, SIGKILL included, so a
+    run left by a killed process is free again at once."""
     LOCKS.mkdir(parents=True, exist_ok=True)
-    path = LOCKS / f"{run_id}.lock"
-    for _ in range(3):
+    with open(LOCKS / f"{run_id}.lock", "a+") as f:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner: int | None = int(path.read_text().split()[0])
-                held = _pid_alive(owner)
-            except (ValueError, IndexError):
-                owner = None
-                held = time.time() - path.stat().st_mtime < fresh_seconds
-            except FileNotFoundError:  # released meanwhile: try again
-                continue
-            if held:
-                yield False
-                return
-            print(f"{run_id}: taking over the lock of dead process {owner}", flush=True)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")  # who holds it, for people looking
+        f.flush()
         try:
             yield True
         finally:
-            path.unlink(missing_ok=True)
-        return
-    yield False
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cmd_run(args) -> None:
