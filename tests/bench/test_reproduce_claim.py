@@ -65,3 +65,4 @@ def test_another_process_holds_the_run_until_it_is_killed(reproduce):
     with reproduce.claim("run-x") as mine:
         assert mine
         assert (reproduce.LOCKS / "run-x.lock").read_text().split() == [str(os.getpid())]
+        assert (reproduce.LOCKS / "run-x.lock").read_text().split() == [str(os.getpid())]
