@@ -64,9 +64,17 @@ return Array.from(document.querySelectorAll('.vega-embed svg')).map(function (sv
 });
 """
 
-#: JavaScript: whether any data frame on the page needs a horizontal scroll bar.
+#: JavaScript: by how many pixels each data frame needs a horizontal scroll bar, or ``null``
+#: while a frame is still mounting (narrower than the block that holds it: a first layout at
+#: 52 px overflowed by 9 px for a moment and failed a CI run).
 DATAFRAME_OVERFLOW_JS = """
-return Array.from(document.querySelectorAll('[data-testid="stDataFrame"]')).map(function (el) {
+var frames = Array.from(document.querySelectorAll('[data-testid="stDataFrame"]'));
+var mounting = frames.some(function (el) {
+  var holder = el.closest('[data-testid="stElementContainer"]') || el.parentElement;
+  return el.getBoundingClientRect().width < 0.9 * holder.getBoundingClientRect().width;
+});
+if (!frames.length || mounting) { return null; }
+return frames.map(function (el) {
   var scroller = el.querySelector('.dvn-scroller') || el;
   return scroller.scrollWidth - scroller.clientWidth;
 });

@@ -91,6 +91,15 @@ def _app_ready(driver: Any, title: str) -> None:
     wait_until(ready, 90, f"the page titled {title!r}")
 
 
+def _settled(driver: Any, script: str, pause: float = 0.5) -> Any:
+    """The value of ``script`` once it reads the same twice ``pause`` s apart (``None`` while
+    the page still lays out), so a measure is not taken mid-render."""
+    first = driver.execute_script(script)
+    time.sleep(pause)
+    second = driver.execute_script(script)
+    return second if first is not None and first == second else None
+
+
 def _type(driver: Any, label: str, value: str) -> None:
     """Replace the text of the input labelled ``label`` and commit it (Enter)."""
     from selenium.webdriver.common.keys import Keys
@@ -335,7 +344,7 @@ def test_forms_tables_and_sign_out_in_the_browser(system, driver):
 
     driver.get(url)
     _app_ready(driver, "Runs")
-    overflow = wait_until(lambda: driver.execute_script(DATAFRAME_OVERFLOW_JS), 30, "the table")
+    overflow = wait_until(lambda: _settled(driver, DATAFRAME_OVERFLOW_JS), 30, "the table")
     assert max(overflow) <= 1, f"the Runs table scrolls sideways at 1400 px by {overflow} px"
 
     driver.get(f"{url}/compare")
