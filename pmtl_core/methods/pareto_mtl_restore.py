@@ -58,8 +58,9 @@ class ParetoMTLRestore(ParetoMTL):
     summary = (
         "Variant of pareto_mtl, not the paper's algorithm: angle-only constraint gradients, "
         "steps back into the sector (with a margin) before any task step, and no ascent. "
-        "Measured: better fronts than pareto_mtl on MultiMNIST (10 epochs, 3 seeds), worse on "
-        "a synthetic problem with unbalanced objectives (docs/results.md)."
+        "Measured: better fronts than pareto_mtl on MultiMNIST, MultiFashion and "
+        "Multi-(Fashion+MNIST) (10 epochs, 3 seeds each), worse on a synthetic problem with "
+        "unbalanced objectives (docs/results.md)."
     )
     Params = ParetoMTLRestoreParams
     variant_of = "pareto_mtl"
