@@ -358,8 +358,10 @@ def hv_time_curves(runs: list[dict[str, Any]], problem: str, labels: list[str], 
 
 
 def progress_line(runs: list[dict[str, Any]]) -> str:
+    """How many recorded runs are finished; says that the rest resume only when some are left."""
     done = sum(1 for r in runs if r.get("done"))
-    return f"{done} of {len(runs)} recorded runs finished (the others resume in later sessions)."
+    line = f"{done} of {len(runs)} recorded runs finished"
+    return line + ("." if done == len(runs) else " (the others resume in later sessions).")
 
 
 # ---------------------------------------------------------------------------- writing
